@@ -1,0 +1,79 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "sotto",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "sotto", targets: ["sotto"]),
+        .executable(name: "sotto-bench", targets: ["sotto-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
+    ],
+    targets: [
+        // Pure protocol logic: Noise, cells, fragmentation, flow bookkeeping. No sockets.
+        .target(
+            name: "SottoTunnel",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")]
+        ),
+        // Pure SOCKS5 pieces NIOSOCKS leaves to the caller: RFC 1929 auth, RFC 1928 UDP header.
+        .target(
+            name: "SottoSOCKS",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSOCKS", package: "swift-nio-extras"),
+            ]
+        ),
+        // The TOML configuration, parsed and validated into plain structs.
+        .target(
+            name: "SottoConfig",
+            dependencies: [
+                "SottoTunnel",
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ]
+        ),
+        // I/O at the edges: SOCKS server, forwards, tunnel channels, exit services.
+        .target(
+            name: "SottoGateway",
+            dependencies: [
+                "SottoTunnel", "SottoSOCKS", "SottoConfig",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSOCKS", package: "swift-nio-extras"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "sotto",
+            dependencies: [
+                "SottoGateway", "SottoConfig", "SottoTunnel",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "sotto-bench",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Benchmarks/sotto-bench"
+        ),
+        .testTarget(name: "SottoTunnelTests", dependencies: ["SottoTunnel"],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "SottoSOCKSTests", dependencies: ["SottoSOCKS"]),
+        .testTarget(name: "SottoConfigTests", dependencies: ["SottoConfig"]),
+        .testTarget(name: "SottoGatewayTests", dependencies: ["SottoGateway"]),
+    ],
+    swiftLanguageModes: [.v5]
+)
