@@ -1,0 +1,188 @@
+// The plain values a parsed configuration is made of (docs/configuration.md, key by key).
+
+/// Which anonymizer carries a profile's traffic. A profile never falls back to another one.
+public enum Anonymizer: String, Sendable, CaseIterable {
+    case none, tor, i2p
+}
+
+/// How a tunnel's send side is shaped (DESIGN.md "Shaping").
+public enum ShapingPolicy: String, Sendable, CaseIterable {
+    case off, padded, constant, poisson
+}
+
+/// `[socks] auth`: whether clients without RFC 1929 credentials are served (with the default profile).
+public enum SOCKSAuthMode: String, Sendable, CaseIterable {
+    case optional, required
+}
+
+public enum TransportProtocol: String, Sendable, CaseIterable {
+    case udp, tcp
+}
+
+/// `[socks]`; absent means this gateway runs no SOCKS server.
+public struct SOCKSSettings: Sendable, Equatable {
+    /// Always a loopback address: the entry gateway must not be an open proxy.
+    public var listen: HostPort
+    public var auth: SOCKSAuthMode
+    public var maxConnections: Int
+
+    public init(listen: HostPort, auth: SOCKSAuthMode = .optional, maxConnections: Int = 1024) {
+        self.listen = listen
+        self.auth = auth
+        self.maxConnections = maxConnections
+    }
+}
+
+/// `[tunnel]`: timers and limits shared by every tunnel of this gateway.
+public struct TunnelSettings: Sendable, Equatable {
+    public var keepaliveSeconds: Double
+    public var idleTimeoutSeconds: Double
+    public var handshakeTimeoutSeconds: Double
+    public var maxReconnectDelaySeconds: Double
+    public var udpFlowIdleSeconds: Double
+    public var streamWindow: UInt32
+
+    public init(
+        keepaliveSeconds: Double = 15,
+        idleTimeoutSeconds: Double = 45,
+        handshakeTimeoutSeconds: Double = 10,
+        maxReconnectDelaySeconds: Double = 30,
+        udpFlowIdleSeconds: Double = 120,
+        streamWindow: UInt32 = 262_144
+    ) {
+        self.keepaliveSeconds = keepaliveSeconds
+        self.idleTimeoutSeconds = idleTimeoutSeconds
+        self.handshakeTimeoutSeconds = handshakeTimeoutSeconds
+        self.maxReconnectDelaySeconds = maxReconnectDelaySeconds
+        self.udpFlowIdleSeconds = udpFlowIdleSeconds
+        self.streamWindow = streamWindow
+    }
+
+    /// The values docs/configuration.md lists for an absent `[tunnel]`.
+    public static let defaults = TunnelSettings()
+}
+
+/// `[[profile]]`: anonymizer, shaping and identity for the SOCKS users and forwards that use it.
+public struct Profile: Sendable, Equatable {
+    public var name: String
+    public var anonymizer: Anonymizer
+    public var shaping: ShapingPolicy
+    public var isDefault: Bool
+    /// Only ever true for anonymizer `none` (the parser refuses it elsewhere).
+    public var allowDirect: Bool
+    /// The RFC 1929 password SOCKS clients of this profile must give; nil: any password.
+    public var password: String?
+
+    public init(name: String, anonymizer: Anonymizer, shaping: ShapingPolicy = .off, isDefault: Bool = false,
+                allowDirect: Bool = false, password: String? = nil) {
+        self.name = name
+        self.anonymizer = anonymizer
+        self.shaping = shaping
+        self.isDefault = isDefault
+        self.allowDirect = allowDirect
+        self.password = password
+    }
+}
+
+/// Where a peer (an exit gateway) is reached.
+public enum PeerAddress: Sendable, Hashable, CustomStringConvertible {
+    /// Plain TCP, for anonymizer `none`.
+    case hostPort(HostPort)
+    /// A v3 onion address, lower case, with ".onion"; port nil when the address named none.
+    case onion(String, port: Int?)
+    /// A `.b32.i2p` address, lower case, with ".b32.i2p".
+    case i2p(String, port: Int?)
+
+    public var description: String {
+        switch self {
+        case .hostPort(let hp): return hp.description
+        case .onion(let host, let port), .i2p(let host, let port):
+            return port.map { "\(host):\($0)" } ?? host
+        }
+    }
+}
+
+/// `[[peer]]`: an exit gateway this gateway can reach.
+public struct Peer: Sendable, Equatable {
+    public var name: String
+    public var address: PeerAddress
+    /// The service's static X25519 public key (32 bytes).
+    public var publicKey: [UInt8]
+    /// The service's pre-shared key (32 bytes).
+    public var psk: [UInt8]
+    public var cellSize: Int
+
+    public init(name: String, address: PeerAddress, publicKey: [UInt8], psk: [UInt8], cellSize: Int = 514) {
+        self.name = name
+        self.address = address
+        self.publicKey = publicKey
+        self.psk = psk
+        self.cellSize = cellSize
+    }
+}
+
+/// `[[forward]]`: a loopback port whose traffic goes to a peer's virtual port.
+public struct Forward: Sendable, Equatable {
+    public var proto: TransportProtocol
+    /// Always a loopback address.
+    public var listen: HostPort
+    /// The peer's `name` (also when `to` named the peer by its onion / I2P address).
+    public var peer: String
+    public var virtualPort: Int
+    /// The profile's name; the default profile's when the file gave none.
+    public var profile: String
+
+    public init(proto: TransportProtocol, listen: HostPort, peer: String, virtualPort: Int, profile: String) {
+        self.proto = proto
+        self.listen = listen
+        self.peer = peer
+        self.virtualPort = virtualPort
+        self.profile = profile
+    }
+}
+
+/// One `expose` entry: `"udp 5684 127.0.0.1:5684"`.
+public struct Expose: Sendable, Equatable {
+    public var proto: TransportProtocol
+    public var virtualPort: Int
+    public var target: HostPort
+
+    public init(proto: TransportProtocol, virtualPort: Int, target: HostPort) {
+        self.proto = proto
+        self.virtualPort = virtualPort
+        self.target = target
+    }
+}
+
+/// `[[service]]`: the exit side.
+public struct Service: Sendable, Equatable {
+    public var name: String
+    /// The profile's name; the default profile's when the file gave none.
+    public var profile: String
+    public var listen: HostPort
+    /// The static X25519 private key (32 bytes).
+    public var privateKey: [UInt8]
+    public var psk: [UInt8]
+    public var cellSize: Int
+    public var exposes: [Expose]
+    public var maxTunnels: Int
+    public var maxFlowsPerTunnel: Int
+
+    public init(name: String, profile: String, listen: HostPort, privateKey: [UInt8], psk: [UInt8],
+                cellSize: Int = 514, exposes: [Expose], maxTunnels: Int = 64, maxFlowsPerTunnel: Int = 256) {
+        self.name = name
+        self.profile = profile
+        self.listen = listen
+        self.privateKey = privateKey
+        self.psk = psk
+        self.cellSize = cellSize
+        self.exposes = exposes
+        self.maxTunnels = maxTunnels
+        self.maxFlowsPerTunnel = maxFlowsPerTunnel
+    }
+
+    /// The target for a flow to `virtualPort` over `proto`, or nil when the service exposes none.
+    public func target(for proto: TransportProtocol, virtualPort: Int) -> HostPort? {
+        exposes.first { $0.proto == proto && $0.virtualPort == virtualPort }?.target
+    }
+}

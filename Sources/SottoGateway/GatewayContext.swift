@@ -1,0 +1,74 @@
+import Logging
+import NIOCore
+import SottoConfig
+
+/// What the entry- and exit-side pieces of one running gateway share. Confined to the
+/// gateway's single event loop, so nothing here needs a lock.
+final class GatewayContext {
+    let config: SottoConfig
+    let loop: EventLoop
+    let counters = GatewayCounters()
+    let logger: Logger
+    let router: Router
+    let startedAt = NIODeadline.now()
+    private(set) var entryTunnels: [String: EntryTunnel] = [:]
+    var exitServices: [ExitService] = []
+    var listeners: [String] = []
+
+    init(config: SottoConfig, loop: EventLoop, logger: Logger) {
+        self.config = config
+        self.loop = loop
+        self.logger = logger
+        self.router = Router(config: config)
+    }
+
+    /// The transport a profile's tunnels use. Only `none` exists in this build; the others are
+    /// refused at start-up (see `Gateway.validate`), never replaced by a weaker path.
+    func transport(for profile: Profile) -> TunnelTransport? {
+        switch profile.anonymizer {
+        case .none: return DirectTCPTransport()
+        case .tor, .i2p: return nil
+        }
+    }
+
+    /// The one tunnel of a (profile, peer) pair, created on first use.
+    func entryTunnel(profile: Profile, peerName: String) -> EntryTunnel? {
+        let key = "\(profile.name)\u{0}\(peerName)"
+        if let tunnel = entryTunnels[key] { return tunnel }
+        guard let peer = config.peer(named: peerName), let transport = transport(for: profile) else { return nil }
+        let tunnel = EntryTunnel(profile: profile, peer: peer, transport: transport, settings: config.tunnel,
+                                 counters: counters, loop: loop, logger: logger)
+        entryTunnels[key] = tunnel
+        return tunnel
+    }
+
+    func snapshot() -> StatusSnapshot {
+        var tunnels: [StatusSnapshot.Tunnel] = []
+        for (_, tunnel) in entryTunnels.sorted(by: { $0.key < $1.key }) {
+            if let session = tunnel.session {
+                tunnels.append(session.snapshot(side: "entry"))
+            } else {
+                tunnels.append(StatusSnapshot.Tunnel(
+                    side: "entry", name: tunnel.name, remote: "\(tunnel.peer.address)",
+                    state: tunnel.lastError.map { "down: \($0)" } ?? "down", ageSeconds: 0,
+                    cellSize: tunnel.peer.cellSize, cellsSent: 0, cellsReceived: 0, bytesSent: 0, bytesReceived: 0,
+                    datagramsSent: 0, datagramsReceived: 0, datagramsDropped: 0, streamBytesSent: 0,
+                    streamBytesReceived: 0, queuedCells: tunnel.pendingDatagrams, flowsOpen: 0, flowsOpened: 0,
+                    flowsRefused: 0, flowLimitHits: 0, reassemblyPartial: 0, flows: []))
+            }
+        }
+        for service in exitServices {
+            for session in service.sessions { tunnels.append(session.snapshot(side: "exit")) }
+        }
+        return StatusSnapshot(
+            pid: getpid(), uptimeSeconds: Double((NIODeadline.now() - startedAt).nanoseconds) / 1e9,
+            profiles: config.profiles.map { "\($0.name) (\($0.anonymizer.rawValue), shaping \($0.shaping.rawValue))" },
+            listeners: listeners, counters: counters.dictionary, tunnels: tunnels)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

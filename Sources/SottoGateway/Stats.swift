@@ -1,0 +1,98 @@
+import NIOCore
+
+/// Counters of one tunnel. Loop-confined: only the tunnel's event loop touches them.
+final class TunnelCounters {
+    var cellsSent = 0
+    var cellsReceived = 0
+    var bytesSent = 0           // wire bytes, cells included whole
+    var bytesReceived = 0
+    var datagramsSent = 0
+    var datagramsReceived = 0
+    var datagramsDropped = 0     // queue full, reassembly drops, no such flow
+    var streamBytesSent = 0
+    var streamBytesReceived = 0
+    var flowsOpened = 0
+    var flowsRefused = 0         // limit reached, no such port, target refused
+    var flowLimitHits = 0
+}
+
+/// Gateway-wide counters. Loop-confined.
+final class GatewayCounters {
+    var socksConnections = 0
+    var socksRefused = 0           // by reply code != succeeded, or max_connections
+    var socksAuthFailures = 0
+    var socksMalformed = 0         // greetings/requests NIOSOCKS rejected, bad RFC 1929
+    var udpFragmentsDropped = 0    // SOCKS UDP datagrams with FRAG != 0
+    var udpMalformedDropped = 0    // SOCKS UDP datagrams with a header we cannot parse
+    var udpForeignSourceDropped = 0 // datagrams to an association from another source
+    var udpFlowLimitDropped = 0    // datagrams for a new destination past the flow limit
+    var tunnelHandshakeFailures = 0 // exit: refused handshakes; entry: failed connects/handshakes
+    var tunnelLimitHits = 0        // exit: max_tunnels
+    var tunnelReconnects = 0
+    var cellAuthenticationFailures = 0
+    var pendingDatagramsDropped = 0 // entry: datagrams queued for a tunnel that was not up
+}
+
+/// What `sotto status` shows: a snapshot encoded as JSON on the status socket.
+struct StatusSnapshot: Codable {
+    struct Tunnel: Codable {
+        var side: String           // "entry" or "exit"
+        var name: String           // entry: "profile->peer"; exit: service name
+        var remote: String
+        var state: String
+        var ageSeconds: Double
+        var cellSize: Int
+        var cellsSent: Int
+        var cellsReceived: Int
+        var bytesSent: Int
+        var bytesReceived: Int
+        var datagramsSent: Int
+        var datagramsReceived: Int
+        var datagramsDropped: Int
+        var streamBytesSent: Int
+        var streamBytesReceived: Int
+        var queuedCells: Int
+        var flowsOpen: Int
+        var flowsOpened: Int
+        var flowsRefused: Int
+        var flowLimitHits: Int
+        var reassemblyPartial: Int
+        var flows: [Flow]
+    }
+    struct Flow: Codable {
+        var id: UInt32
+        var kind: String
+        var virtualPort: Int
+        var datagramsSent: Int
+        var datagramsReceived: Int
+        var bytesSent: Int
+        var bytesReceived: Int
+        var idleSeconds: Double
+    }
+    var pid: Int32
+    var uptimeSeconds: Double
+    var profiles: [String]
+    var listeners: [String]
+    var counters: [String: Int]
+    var tunnels: [Tunnel]
+}
+
+extension GatewayCounters {
+    var dictionary: [String: Int] {
+        [
+            "socks_connections": socksConnections,
+            "socks_refused": socksRefused,
+            "socks_auth_failures": socksAuthFailures,
+            "socks_malformed": socksMalformed,
+            "udp_fragments_dropped": udpFragmentsDropped,
+            "udp_malformed_dropped": udpMalformedDropped,
+            "udp_foreign_source_dropped": udpForeignSourceDropped,
+            "udp_flow_limit_dropped": udpFlowLimitDropped,
+            "tunnel_handshake_failures": tunnelHandshakeFailures,
+            "tunnel_limit_hits": tunnelLimitHits,
+            "tunnel_reconnects": tunnelReconnects,
+            "cell_authentication_failures": cellAuthenticationFailures,
+            "pending_datagrams_dropped": pendingDatagramsDropped,
+        ]
+    }
+}

@@ -1,0 +1,663 @@
+import Logging
+import NIOCore
+import SottoConfig
+import SottoTunnel
+
+/// The local end of one flow: a SOCKS client, a forward's client, or (at the exit) the socket
+/// to the exposed target. Every call comes on the tunnel's event loop.
+protocol TunnelFlowEndpoint: AnyObject {
+    /// A whole datagram arrived for this flow.
+    func tunnelDeliver(datagram: ByteBuffer)
+    /// Stream bytes arrived; the endpoint calls `TunnelSession.streamDelivered` once it wrote them.
+    func tunnelDeliver(stream: ByteBuffer)
+    /// Called once per read burst of the tunnel, so endpoints can flush what they wrote.
+    func tunnelFlush()
+    /// (entry, TCP) the exit connected the target; stream data may flow.
+    func tunnelOpened()
+    /// The flow is gone: the peer closed it, or the tunnel ended.
+    func tunnelClosed(reason: CloseReason, message: String)
+    /// The peer granted more stream credit.
+    func tunnelCreditAvailable()
+}
+
+extension TunnelFlowEndpoint {
+    func tunnelDeliver(stream: ByteBuffer) {}
+    func tunnelOpened() {}
+    func tunnelCreditAvailable() {}
+}
+
+protocol TunnelSessionDelegate: AnyObject {
+    func tunnelEstablished(_ session: TunnelSession)
+    /// The tunnel's transport closed. `error` says why when it was not a clean close.
+    func tunnelEnded(_ session: TunnelSession, error: Error?)
+    /// Exit side: the entry asks for a flow; answer with `acceptFlow` or `refuseFlow`.
+    func tunnel(_ session: TunnelSession, requestsFlow id: UInt32, _ request: OpenRequest)
+}
+
+enum TunnelSessionError: Error, CustomStringConvertible {
+    case handshakeTimeout
+    case idleTimeout(seconds: Double)
+    case protocolViolation(String)
+
+    var description: String {
+        switch self {
+        case .handshakeTimeout: return "the handshake did not complete in time"
+        case .idleTimeout(let s): return "nothing received for \(Int(s)) s"
+        case .protocolViolation(let what): return "protocol violation: \(what)"
+        }
+    }
+}
+
+/// One tunnel over one reliable byte stream: the Noise handshake, then fixed-size cells that
+/// multiplex many UDP flows and TCP streams (docs/protocol.md). Lives in the transport
+/// channel's pipeline; all state is confined to that channel's event loop.
+final class TunnelSession: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    enum Role: String { case entry, exit }
+
+    private enum State {
+        case initiating(TunnelInitiator)
+        case responding(TunnelResponder)
+        case established
+        case refusing
+        case closed
+    }
+
+    final class Flow {
+        let id: UInt32
+        let kind: FlowKind
+        let virtualPort: Int
+        var endpoint: TunnelFlowEndpoint?
+        var credit: StreamCredit?
+        var awaitingOpened: Bool
+        var nextMessage: UInt16 = 0
+        var lastActivity: NIODeadline
+        var datagramsSent = 0, datagramsReceived = 0, bytesSent = 0, bytesReceived = 0
+
+        init(id: UInt32, kind: FlowKind, virtualPort: Int, endpoint: TunnelFlowEndpoint, awaitingOpened: Bool, now: NIODeadline) {
+            self.id = id
+            self.kind = kind
+            self.virtualPort = virtualPort
+            self.endpoint = endpoint
+            self.awaitingOpened = awaitingOpened
+            self.lastActivity = now
+        }
+    }
+
+    let role: Role
+    let name: String
+    let cellSize: Int
+    let settings: TunnelSettings
+    let maxFlows: Int
+    let counters = TunnelCounters()
+    private let gatewayCounters: GatewayCounters
+    weak var delegate: TunnelSessionDelegate?
+    private var logger: Logger
+
+    private var state: State
+    private var context: ChannelHandlerContext?
+    private var inbound = ByteBuffer()
+    private var sealer: CellSealer?
+    private var opener: CellOpener?
+    private var scheduler: CellScheduler?
+    private var reassembler = Reassembler()
+    private(set) var flows: [UInt32: Flow] = [:]
+    private var nextFlowID: UInt32 = 1
+    private var endpointsToFlush: [ObjectIdentifier: TunnelFlowEndpoint] = [:]
+    private var flushScheduled = false
+    private var timer: RepeatedTask?
+    private let startedAt = NIODeadline.now()
+    private var lastSent = NIODeadline.now()
+    private var lastReceived = NIODeadline.now()
+    private(set) var remoteDescription = "?"
+    private let payloadCapacity: Int
+
+    /// Entry side: the initiator, pinned to the peer's static key.
+    init(initiator: TunnelInitiator, name: String, cellSize: Int, settings: TunnelSettings,
+         counters: GatewayCounters, logger: Logger) {
+        self.role = .entry
+        self.state = .initiating(initiator)
+        self.name = name
+        self.cellSize = cellSize
+        self.settings = settings
+        self.maxFlows = Int.max
+        self.gatewayCounters = counters
+        self.logger = logger
+        self.payloadCapacity = CellCodec.payloadCapacity(cellSize: cellSize)
+    }
+
+    /// Exit side: the responder with the service's static key.
+    init(responder: TunnelResponder, name: String, cellSize: Int, settings: TunnelSettings,
+         maxFlows: Int, counters: GatewayCounters, logger: Logger) {
+        self.role = .exit
+        self.state = .responding(responder)
+        self.name = name
+        self.cellSize = cellSize
+        self.settings = settings
+        self.maxFlows = maxFlows
+        self.gatewayCounters = counters
+        self.logger = logger
+        self.payloadCapacity = CellCodec.payloadCapacity(cellSize: cellSize)
+    }
+
+    var isEstablished: Bool { if case .established = state { return true } else { return false } }
+    var queuedCells: Int { scheduler?.queuedCells ?? 0 }
+    var reassemblyPartial: Int { reassembler.partialCount }
+    var age: TimeAmount { .now() - startedAt }
+    var eventLoop: EventLoop? { context?.eventLoop }
+
+    // MARK: Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { start(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        start(context: context)
+        context.fireChannelActive()
+    }
+
+    private func start(context: ChannelHandlerContext) {
+        guard timer == nil else { return }
+        remoteDescription = context.channel.remoteAddress.map { "\($0)" } ?? "?"
+        logger[metadataKey: "remote"] = "\(remoteDescription)"
+        lastReceived = .now()
+        let tick = TimeAmount.milliseconds(500)
+        timer = context.eventLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { [weak self] _ in
+            self?.tick()
+        }
+        if case .initiating(var initiator) = state {
+            do {
+                let first = try initiator.makeFirstMessage()
+                state = .initiating(initiator)
+                writeRaw(first)
+                context.flush()
+            } catch {
+                fail(error)
+            }
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        if case .refusing = state { return }
+        if case .closed = state { return }
+        inbound.writeBuffer(&bytes)
+        lastReceived = .now()
+        while inbound.readableBytes >= cellSize, let block = inbound.readBytes(length: cellSize) {
+            receiveBlock(block)
+            if case .refusing = state { break }
+            if case .closed = state { break }
+        }
+        inbound.discardReadBytes()
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushEndpoints()
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        scheduler?.writabilityChanged(isWritable: context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        end(error: nil)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        logger.debug("tunnel transport error", metadata: ["error": "\(error)"])
+        fail(error)
+    }
+
+    // MARK: Receiving
+
+    private func receiveBlock(_ block: [UInt8]) {
+        switch state {
+        case .initiating(var initiator):
+            do {
+                let established = try initiator.readResponse(block)
+                becomeEstablished(established)
+            } catch {
+                gatewayCounters.tunnelHandshakeFailures += 1
+                logger.warning("tunnel handshake with \(name) failed: \(error)")
+                fail(error)
+            }
+        case .responding(var responder):
+            do {
+                _ = try responder.readFirstMessage(block)
+                let (reply, established) = try responder.makeResponse()
+                writeRaw(reply)
+                context?.flush()
+                becomeEstablished(established)
+            } catch {
+                refuseHandshake(error)
+            }
+        case .established:
+            receiveCell(block)
+        case .refusing, .closed:
+            return
+        }
+    }
+
+    /// An exit that cannot authenticate the first message answers nothing at all: it stops
+    /// reading and closes after a random delay, so a prober learns neither that this is Sotto
+    /// nor, from the timing, why it failed.
+    private func refuseHandshake(_ error: Error) {
+        gatewayCounters.tunnelHandshakeFailures += 1
+        logger.warning("refused tunnel handshake on service \(name) from \(remoteDescription): \(error)")
+        state = .refusing
+        guard let context = context else { return }
+        context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+        let delay = TimeAmount.milliseconds(Int64.random(in: 500...3000))
+        context.eventLoop.scheduleTask(in: delay) { [weak self] in
+            self?.context?.close(promise: nil)
+        }
+    }
+
+    private func becomeEstablished(_ established: TunnelEstablished) {
+        sealer = established.sealer
+        opener = established.opener
+        state = .established
+        scheduler = ImmediateScheduler(
+            limit: 4096,
+            canWrite: { [weak self] in self?.context?.channel.isWritable ?? false },
+            emit: { [weak self] cell in self?.emit(cell) },
+            flush: { [weak self] in self?.context?.flush() })
+        logger.info("tunnel established", metadata: ["tunnel": "\(name)", "side": "\(role.rawValue)"])
+        delegate?.tunnelEstablished(self)
+    }
+
+    private func receiveCell(_ block: [UInt8]) {
+        let cell: Cell
+        do {
+            guard var opener = opener else { return }
+            let plaintext = try opener.open(block)
+            self.opener = opener
+            cell = try CellCodec.decode(plaintext)
+        } catch {
+            // A cell that does not authenticate means the stream was tampered with (forged,
+            // replayed, reordered or truncated cells): nothing after it can be trusted.
+            gatewayCounters.cellAuthenticationFailures += 1
+            logger.warning("tunnel \(name): closing after an invalid cell from \(remoteDescription): \(error)")
+            fail(error)
+            return
+        }
+        counters.cellsReceived += 1
+        counters.bytesReceived += cellSize
+        handle(cell)
+    }
+
+    private func handle(_ cell: Cell) {
+        switch cell.type {
+        case .cover, .pong:
+            return
+        case .ping:
+            send(Cell(type: .pong, payload: cell.payload))
+        case .open:
+            handleOpen(cell)
+        case .opened:
+            guard let flow = flows[cell.flow], flow.kind == .tcp, flow.awaitingOpened,
+                  let reply = try? OpenedReply.decode(cell.payload) else {
+                protocolViolation("unexpected 'opened' for flow \(cell.flow)")
+                return
+            }
+            flow.awaitingOpened = false
+            flow.credit = StreamCredit(initialSendWindow: reply.window, receiveWindow: settings.streamWindow)
+            flow.endpoint?.tunnelOpened()
+        case .close:
+            let notice = (try? CloseNotice.decode(cell.payload)) ?? CloseNotice(reason: .protocolError, message: "malformed close")
+            guard let flow = flows.removeValue(forKey: cell.flow) else { return }
+            reassembler.removeFlow(flow.id)
+            let endpoint = flow.endpoint
+            flow.endpoint = nil
+            endpoint?.tunnelClosed(reason: notice.reason, message: notice.message)
+        case .datagram:
+            guard let flow = flows[cell.flow], flow.kind == .udp else {
+                counters.datagramsDropped += 1
+                return
+            }
+            flow.lastActivity = .now()
+            switch reassembler.receive(cell, now: UInt64(NIODeadline.now().uptimeNanoseconds)) {
+            case .complete(let bytes):
+                flow.datagramsReceived += 1
+                flow.bytesReceived += bytes.count
+                counters.datagramsReceived += 1
+                var buffer = context?.channel.allocator.buffer(capacity: bytes.count) ?? ByteBuffer()
+                buffer.writeBytes(bytes)
+                if let endpoint = flow.endpoint {
+                    endpoint.tunnelDeliver(datagram: buffer)
+                    endpointsToFlush[ObjectIdentifier(endpoint)] = endpoint
+                }
+            case .pending:
+                return
+            case .dropped:
+                counters.datagramsDropped += 1
+            }
+        case .streamData:
+            guard let flow = flows[cell.flow], flow.kind == .tcp, var credit = flow.credit else {
+                // Data may still arrive for a flow we closed a moment ago: not an error.
+                return
+            }
+            do {
+                try credit.received(cell.payload.count)
+            } catch {
+                flow.credit = credit
+                closeFlow(flow.id, reason: .protocolError, message: "peer sent beyond its credit")
+                return
+            }
+            flow.credit = credit
+            flow.lastActivity = .now()
+            flow.bytesReceived += cell.payload.count
+            counters.streamBytesReceived += cell.payload.count
+            var buffer = context?.channel.allocator.buffer(capacity: cell.payload.count) ?? ByteBuffer()
+            buffer.writeBytes(cell.payload)
+            if let endpoint = flow.endpoint {
+                endpoint.tunnelDeliver(stream: buffer)
+                endpointsToFlush[ObjectIdentifier(endpoint)] = endpoint
+            }
+        case .windowUpdate:
+            guard let flow = flows[cell.flow], var credit = flow.credit,
+                  let update = try? WindowUpdate.decode(cell.payload) else { return }
+            do {
+                try credit.grant(update.increment)
+            } catch {
+                flow.credit = credit
+                closeFlow(flow.id, reason: .protocolError, message: "window overflow")
+                return
+            }
+            flow.credit = credit
+            flow.endpoint?.tunnelCreditAvailable()
+        }
+    }
+
+    private func handleOpen(_ cell: Cell) {
+        guard role == .exit else {
+            protocolViolation("the exit opened a flow")
+            return
+        }
+        let request: OpenRequest
+        do {
+            request = try OpenRequest.decode(cell.payload)
+        } catch {
+            logger.info("tunnel \(name): refusing a malformed open: \(error)")
+            counters.flowsRefused += 1
+            sendClose(cell.flow, reason: .protocolError, message: "malformed open: \(error)")
+            return
+        }
+        guard flows[cell.flow] == nil, cell.flow % 2 == 1 else {
+            protocolViolation("flow id \(cell.flow) reused or even")
+            return
+        }
+        if flows.count >= maxFlows {
+            counters.flowLimitHits += 1
+            counters.flowsRefused += 1
+            logger.notice("tunnel \(name): flow limit \(maxFlows) reached, refusing a new flow")
+            sendClose(cell.flow, reason: .limitReached, message: "limit of \(maxFlows) flows per tunnel reached")
+            return
+        }
+        delegate?.tunnel(self, requestsFlow: cell.flow, request)
+    }
+
+    private func protocolViolation(_ what: String) {
+        logger.warning("tunnel \(name): \(what); closing")
+        fail(TunnelSessionError.protocolViolation(what))
+    }
+
+    private func flushEndpoints() {
+        guard !endpointsToFlush.isEmpty else { return }
+        let endpoints = endpointsToFlush
+        endpointsToFlush.removeAll(keepingCapacity: true)
+        for (_, endpoint) in endpoints { endpoint.tunnelFlush() }
+    }
+
+    // MARK: Flows (called by endpoints, on the tunnel's event loop)
+
+    /// Entry side: opens a flow to the exit's virtual port. Returns its id.
+    func openFlow(kind: FlowKind, virtualPort: Int, endpoint: TunnelFlowEndpoint) -> UInt32? {
+        guard role == .entry, isEstablished else { return nil }
+        let id = nextFlowID
+        nextFlowID &+= 2
+        let flow = Flow(id: id, kind: kind, virtualPort: virtualPort, endpoint: endpoint,
+                        awaitingOpened: kind == .tcp, now: .now())
+        flows[id] = flow
+        counters.flowsOpened += 1
+        let request = OpenRequest(kind: kind, virtualPort: UInt16(virtualPort), window: kind == .tcp ? settings.streamWindow : 0)
+        send(Cell(type: .open, flow: id, payload: request.encode()))
+        return id
+    }
+
+    /// Exit side: takes a requested flow. For TCP, call it once the target is connected.
+    func acceptFlow(_ id: UInt32, request: OpenRequest, endpoint: TunnelFlowEndpoint) {
+        guard flows[id] == nil else { return }
+        let flow = Flow(id: id, kind: request.kind, virtualPort: Int(request.virtualPort), endpoint: endpoint,
+                        awaitingOpened: false, now: .now())
+        if request.kind == .tcp {
+            flow.credit = StreamCredit(initialSendWindow: request.window, receiveWindow: settings.streamWindow)
+            send(Cell(type: .opened, flow: id, payload: OpenedReply(window: settings.streamWindow).encode()))
+        }
+        flows[id] = flow
+        counters.flowsOpened += 1
+    }
+
+    /// Exit side: refuses a requested flow.
+    func refuseFlow(_ id: UInt32, reason: CloseReason, message: String) {
+        counters.flowsRefused += 1
+        sendClose(id, reason: reason, message: message)
+    }
+
+    /// Sends one datagram on a UDP flow. False when it was dropped (queue full, too large).
+    @discardableResult
+    func sendDatagram(flow id: UInt32, _ datagram: ByteBuffer) -> Bool {
+        guard isEstablished, let flow = flows[id], flow.kind == .udp, let scheduler = scheduler else { return false }
+        let bytes = Array(datagram.readableBytesView)
+        let cells: [Cell]
+        do {
+            cells = try Fragmenter.cells(for: bytes, flow: id, message: flow.nextMessage, cellSize: cellSize)
+        } catch {
+            counters.datagramsDropped += 1
+            return false
+        }
+        flow.nextMessage &+= 1
+        flow.lastActivity = .now()
+        for cell in cells where !scheduler.submit(cell, droppable: true) {
+            // The queue filled up part-way: the receiver's reassembly will drop the partial
+            // datagram by age; count it here once.
+            counters.datagramsDropped += 1
+            return false
+        }
+        flow.datagramsSent += 1
+        flow.bytesSent += bytes.count
+        counters.datagramsSent += 1
+        return true
+    }
+
+    /// How many stream bytes the flow may send now.
+    func sendableStreamBytes(flow id: UInt32) -> Int {
+        guard isEstablished, let flow = flows[id], let credit = flow.credit else { return 0 }
+        return credit.sendable
+    }
+
+    /// Sends as much of `buffer` as the flow's credit allows, consuming it from the buffer.
+    func sendStream(flow id: UInt32, _ buffer: inout ByteBuffer) {
+        guard isEstablished, let flow = flows[id], var credit = flow.credit else { return }
+        while buffer.readableBytes > 0 {
+            let n = min(buffer.readableBytes, payloadCapacity, credit.sendable)
+            guard n > 0, let chunk = buffer.readBytes(length: n) else { break }
+            credit.consumeSend(n)
+            flow.bytesSent += n
+            counters.streamBytesSent += n
+            _ = scheduler?.submit(Cell(type: .streamData, flow: id, payload: chunk), droppable: false)
+        }
+        flow.credit = credit
+        flow.lastActivity = .now()
+    }
+
+    /// The endpoint wrote `count` received stream bytes to its socket: maybe grant more credit.
+    func streamDelivered(flow id: UInt32, count: Int) {
+        guard let flow = flows[id], var credit = flow.credit else { return }
+        let increment = credit.delivered(count)
+        flow.credit = credit
+        if let increment = increment {
+            send(Cell(type: .windowUpdate, flow: id, payload: WindowUpdate(increment: increment).encode()))
+        }
+    }
+
+    /// The local side of a flow ended: tell the peer and forget the flow.
+    func closeFlow(_ id: UInt32, reason: CloseReason = .normal, message: String = "") {
+        guard let flow = flows.removeValue(forKey: id) else { return }
+        reassembler.removeFlow(id)
+        sendClose(id, reason: reason, message: message)
+        let endpoint = flow.endpoint
+        flow.endpoint = nil
+        if reason != .normal { endpoint?.tunnelClosed(reason: reason, message: message) }
+    }
+
+    private func sendClose(_ id: UInt32, reason: CloseReason, message: String) {
+        send(Cell(type: .close, flow: id, payload: CloseNotice(reason: reason, message: message).encode()))
+    }
+
+    /// Closes the whole tunnel.
+    func close() {
+        context?.close(promise: nil)
+    }
+
+    // MARK: Sending
+
+    private func send(_ cell: Cell) {
+        guard isEstablished else { return }
+        _ = scheduler?.submit(cell, droppable: false)
+    }
+
+    /// Seals and writes one cell; the scheduler decides when this runs.
+    private func emit(_ cell: Cell) {
+        guard var sealer = sealer, let context = context else { return }
+        do {
+            let wire = try sealer.seal(CellCodec.encode(cell, cellSize: cellSize))
+            self.sealer = sealer
+            writeRaw(wire)
+            counters.cellsSent += 1
+            counters.bytesSent += cellSize
+            lastSent = .now()
+            scheduleFlush(context)
+        } catch {
+            fail(error)
+        }
+    }
+
+    private func writeRaw(_ bytes: [UInt8]) {
+        guard let context = context else { return }
+        var buffer = context.channel.allocator.buffer(capacity: bytes.count)
+        buffer.writeBytes(bytes)
+        context.write(wrapOutboundOut(buffer), promise: nil)
+    }
+
+    /// Many cells written in one event-loop turn leave in one flush.
+    private func scheduleFlush(_ context: ChannelHandlerContext) {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        context.eventLoop.execute { [weak self] in
+            guard let self = self else { return }
+            self.flushScheduled = false
+            self.context?.flush()
+        }
+    }
+
+    // MARK: Time
+
+    private func tick() {
+        let now = NIODeadline.now()
+        switch state {
+        case .initiating, .responding:
+            if now - startedAt > .seconds(Int64(settings.handshakeTimeoutSeconds)) {
+                if role == .exit {
+                    refuseHandshake(TunnelSessionError.handshakeTimeout)
+                } else {
+                    fail(TunnelSessionError.handshakeTimeout)
+                }
+            }
+        case .established:
+            if now - lastReceived > .milliseconds(Int64(settings.idleTimeoutSeconds * 1000)) {
+                logger.notice("tunnel \(name): nothing received for \(Int(settings.idleTimeoutSeconds)) s; closing")
+                fail(TunnelSessionError.idleTimeout(seconds: settings.idleTimeoutSeconds))
+                return
+            }
+            if now - lastSent > .milliseconds(Int64(settings.keepaliveSeconds * 1000)) {
+                send(Cell(type: .ping, payload: (0..<8).map { _ in UInt8.random(in: 0...255) }))
+            }
+            let idleLimit = TimeAmount.milliseconds(Int64(settings.udpFlowIdleSeconds * 1000))
+            for flow in flows.values where flow.kind == .udp && now - flow.lastActivity > idleLimit {
+                closeFlow(flow.id, reason: .idleTimeout, message: "no datagram for \(Int(settings.udpFlowIdleSeconds)) s")
+            }
+            _ = reassembler.expire(now: UInt64(now.uptimeNanoseconds))
+        case .refusing, .closed:
+            return
+        }
+    }
+
+    // MARK: Ending
+
+    private func fail(_ error: Error) {
+        end(error: error)
+        context?.close(promise: nil)
+    }
+
+    private func end(error: Error?) {
+        if case .closed = state { return }
+        let wasEstablished = isEstablished
+        state = .closed
+        timer?.cancel()
+        timer = nil
+        scheduler?.stop()
+        if wasEstablished {
+            logger.info("tunnel closed", metadata: ["tunnel": "\(name)", "error": "\(error.map { "\($0)" } ?? "none")"])
+        }
+        // The owner learns first, so that flows told below can tell a lost tunnel from a
+        // flow the peer closed.
+        delegate?.tunnelEnded(self, error: error)
+        delegate = nil
+        let endedFlows = flows
+        flows.removeAll()
+        for flow in endedFlows.values {
+            let endpoint = flow.endpoint
+            flow.endpoint = nil
+            endpoint?.tunnelClosed(reason: .targetUnreachable, message: "the tunnel closed")
+        }
+    }
+
+    func snapshot(side: String) -> StatusSnapshot.Tunnel {
+        let now = NIODeadline.now()
+        return StatusSnapshot.Tunnel(
+            side: side, name: name, remote: remoteDescription,
+            state: stateName, ageSeconds: Double(age.nanoseconds) / 1e9, cellSize: cellSize,
+            cellsSent: counters.cellsSent, cellsReceived: counters.cellsReceived,
+            bytesSent: counters.bytesSent, bytesReceived: counters.bytesReceived,
+            datagramsSent: counters.datagramsSent, datagramsReceived: counters.datagramsReceived,
+            datagramsDropped: counters.datagramsDropped,
+            streamBytesSent: counters.streamBytesSent, streamBytesReceived: counters.streamBytesReceived,
+            queuedCells: queuedCells, flowsOpen: flows.count, flowsOpened: counters.flowsOpened,
+            flowsRefused: counters.flowsRefused, flowLimitHits: counters.flowLimitHits,
+            reassemblyPartial: reassembler.partialCount,
+            flows: flows.values.sorted { $0.id < $1.id }.map { flow in
+                StatusSnapshot.Flow(
+                    id: flow.id, kind: flow.kind == .udp ? "udp" : "tcp", virtualPort: flow.virtualPort,
+                    datagramsSent: flow.datagramsSent, datagramsReceived: flow.datagramsReceived,
+                    bytesSent: flow.bytesSent, bytesReceived: flow.bytesReceived,
+                    idleSeconds: Double((now - flow.lastActivity).nanoseconds) / 1e9)
+            })
+    }
+
+    private var stateName: String {
+        switch state {
+        case .initiating, .responding: return "handshaking"
+        case .established: return "established"
+        case .refusing: return "refusing"
+        case .closed: return "closed"
+        }
+    }
+}
