@@ -8,6 +8,9 @@ import Glibc
 import Musl
 #endif
 
+// The async entry point of ArgumentParser is only chosen for a root command with this annotation.
+@available(macOS 10.15, macCatalyst 13, iOS 13, tvOS 13, watchOS 6, *)
+@main
 struct SottoBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sotto-bench",
@@ -21,6 +24,20 @@ struct SottoBench: AsyncParsableCommand {
             """,
         subcommands: [UDPEcho.self, TCPSink.self, UDPClient.self, TCPClient.self, FreePorts.self, WaitListen.self]
     )
+}
+
+/// One event loop thread for the whole command: every measurement runs on it, so the client's
+/// own costs are the same for each path; it is shut down however the body ends.
+func withEventLoopGroup<T>(_ body: (EventLoopGroup) async throws -> T) async throws -> T {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    do {
+        let result = try await body(group)
+        try await group.shutdownGracefully()
+        return result
+    } catch {
+        try? await group.shutdownGracefully()
+        throw error
+    }
 }
 
 // MARK: - Shared options
@@ -80,7 +97,7 @@ struct PathOptions: ParsableArguments {
         Task.detached {
             try await Task.sleep(nanoseconds: UInt64(seconds) * 1_000_000_000)
             benchLog("gave up after --time-limit \(seconds) s")
-            exit(3)
+            terminateProcess(status: 3)
         }
     }
 }
@@ -100,7 +117,8 @@ struct ServerOptions: ParsableArguments {
     /// Announces the server on stdout (scripts wait for this line), then serves until the
     /// lifetime ends or a signal stops the process.
     func serve(_ channel: Channel, kind: String) async throws {
-        print("sotto-bench \(kind) listening on \(channel.localAddress.map { "\($0)" } ?? "\(listen)")")
+        let bound = channel.localAddress.flatMap(endpoint(of:)) ?? listen
+        print("sotto-bench \(kind) listening on \(bound)")
         fflush(stdout)
         channel.eventLoop.scheduleTask(in: .seconds(Int64(lifetime))) { channel.close(promise: nil) }
         try await channel.closeFuture.get()
@@ -117,10 +135,10 @@ struct UDPEcho: AsyncParsableCommand {
     @OptionGroup var server: ServerOptions
 
     func run() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let channel = try await BenchServers.startUDPEcho(group: group, listen: server.listen)
-        try await server.serve(channel, kind: "udp-echo")
-        try await group.shutdownGracefully()
+        try await withEventLoopGroup { group in
+            let channel = try await BenchServers.startUDPEcho(group: group, listen: server.listen)
+            try await server.serve(channel, kind: "udp-echo")
+        }
     }
 }
 
@@ -137,10 +155,10 @@ struct TCPSink: AsyncParsableCommand {
     @OptionGroup var server: ServerOptions
 
     func run() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let channel = try await BenchServers.startTCPSink(group: group, listen: server.listen)
-        try await server.serve(channel, kind: "tcp-sink")
-        try await group.shutdownGracefully()
+        try await withEventLoopGroup { group in
+            let channel = try await BenchServers.startTCPSink(group: group, listen: server.listen)
+            try await server.serve(channel, kind: "tcp-sink")
+        }
     }
 }
 
@@ -231,22 +249,20 @@ struct UDPClient: AsyncParsableCommand {
 
     func run() async throws {
         path.startWatchdog()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        defer { try? group.syncShutdownGracefully() }
-        if let flows {
-            try await runFlows(group: group, count: flows)
-            return
-        }
-        let loop = group.next()
-        let flow = try await UDPFlow.open(on: loop, path: udpPath, payloadLength: size)
-        do {
-            if !skipRtt { try await measureRoundTrip(flow) }
-            if !skipRate { try await measureRate(flow) }
-        } catch {
+        try await withEventLoopGroup { group in
+            if let flows {
+                return try await runFlows(group: group, count: flows)
+            }
+            let flow = try await UDPFlow.open(on: group.next(), path: udpPath, payloadLength: size)
+            do {
+                if !skipRtt { try await measureRoundTrip(flow) }
+                if !skipRate { try await measureRate(flow) }
+            } catch {
+                await flow.close()
+                throw error
+            }
             await flow.close()
-            throw error
         }
-        await flow.close()
     }
 
     private var commonFields: [(String, String)] {
@@ -273,6 +289,7 @@ struct UDPClient: AsyncParsableCommand {
         var search = ZeroLossRateSearch(start: startRate, minimum: min(100, startRate), maximum: maxRate,
                                         resolution: resolution, maximumProbes: maxProbes)
         var best: WindowResult?
+        var senderLimited = false
         var run: UInt32 = 100
         let windowAmount = TimeAmount.nanoseconds(Int64(window * 1_000_000_000))
         let drainAmount = TimeAmount.nanoseconds(Int64(drain * 1_000_000_000))
@@ -283,6 +300,13 @@ struct UDPClient: AsyncParsableCommand {
             search.record(rate: rate, lossFree: result.lossFree)
             if result.lossFree, result.achievedRate > (best?.achievedRate ?? -1) { best = result }
             benchLog("[\(path.label)] offered \(rate)/s: sent \(result.sent) at \(decimal(result.achievedRate, places: 0))/s, \(result.sent - result.received) lost")
+            // A sender that fell well short of the offered rate measures itself, not the path:
+            // higher offers would say nothing more.
+            if result.lossFree, result.achievedRate < 0.9 * Double(rate) {
+                senderLimited = true
+                benchLog("[\(path.label)] the sender reached its own limit; stopping the search here")
+                break
+            }
             // Let queues along the path empty before the next window.
             try await Task.sleep(nanoseconds: 200_000_000)
         }
@@ -291,8 +315,9 @@ struct UDPClient: AsyncParsableCommand {
             name: "udp_rate",
             fields: commonFields + [("rate", decimal(rate, places: 0)), ("offered", "\(best?.offered ?? 0)"),
                                     ("window_s", decimal(window, places: 2)), ("probes", "\(search.probes)"),
-                                    ("lowest_lossy", search.lowestLossy.map(String.init) ?? "none")],
-            human: "[\(path.label)] UDP loss-free rate, \(size)-byte datagrams: \(decimal(rate, places: 0)) datagrams/s (\(decimal(rate * Double(size) / 1_000_000, places: 1)) MB/s payload; \(search.probes) windows of \(decimal(window, places: 1)) s)"
+                                    ("lowest_lossy", search.lowestLossy.map(String.init) ?? "none"),
+                                    ("sender_limited", senderLimited ? "yes" : "no")],
+            human: "[\(path.label)] UDP loss-free rate, \(size)-byte datagrams: \(decimal(rate, places: 0)) datagrams/s (\(decimal(rate * Double(size) / 1_000_000, places: 1)) MB/s payload; \(search.probes) windows of \(decimal(window, places: 1)) s\(senderLimited ? "; the sender's own limit" : ""))"
         ).emit()
     }
 
@@ -395,9 +420,10 @@ struct TCPClient: AsyncParsableCommand {
 
     func run() async throws {
         path.startWatchdog()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        defer { try? group.syncShutdownGracefully() }
-        let loop = group.next()
+        try await withEventLoopGroup { group in try await measure(on: group.next()) }
+    }
+
+    private func measure(on loop: EventLoop) async throws {
         let tcpPath: TCPPath = path.socks.map { .socks(server: $0, credentials: path.credentials, target: path.target) }
             ?? .direct(target: path.target)
         let (channel, handler) = try await TCPBench.connect(on: loop, path: tcpPath)
@@ -456,8 +482,11 @@ struct FreePorts: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        defer { try? group.syncShutdownGracefully() }
+        let ports = try await withEventLoopGroup { group in try await findPorts(group: group) }
+        for port in ports { print(port) }
+    }
+
+    private func findPorts(group: EventLoopGroup) async throws -> [Int] {
         // Hold every probe socket until all ports are chosen, so no port is handed out twice.
         var held: [Channel] = []
         var ports: [Int] = []
@@ -475,7 +504,7 @@ struct FreePorts: AsyncParsableCommand {
         }
         for channel in held { try? await channel.close() }
         guard ports.count == count else { throw BenchError("found only \(ports.count) of \(count) free ports") }
-        for port in ports { print(port) }
+        return ports
     }
 }
 

@@ -6,6 +6,7 @@ import NIOPosix
 /// and reports the bound address.
 final class SOCKS5HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private var machine: SOCKS5ClientHandshake
@@ -123,10 +124,11 @@ enum SOCKSConnector {
         }
         let machine = SOCKS5ClientHandshake(credentials: credentials, command: command, destination: destination)
         let promise = channel.eventLoop.makePromise(of: Endpoint.self)
+        let handler = HandOver(
+            SOCKS5HandshakeHandler(machine: machine, next: next, promise: promise, timeout: handshakeTimeout))
         do {
             try await channel.eventLoop.submit {
-                try channel.pipeline.syncOperations.addHandler(
-                    SOCKS5HandshakeHandler(machine: machine, next: next, promise: promise, timeout: handshakeTimeout))
+                try channel.pipeline.syncOperations.addHandler(handler.value)
             }.get()
             let bound = try await promise.futureResult.get()
             return (channel, bound)
@@ -135,4 +137,10 @@ enum SOCKSConnector {
             throw error
         }
     }
+}
+
+/// Carries a handler built off the loop onto the loop, where it alone is used from then on.
+private struct HandOver<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
 }

@@ -127,3 +127,6 @@ enum TCPBench {
         }
     }
 }
+
+// Confined to its channel's event loop, like every handler.
+extension ThroughputHandler: @unchecked Sendable {}

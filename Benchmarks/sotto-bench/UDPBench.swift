@@ -319,9 +319,9 @@ final class RateWindow {
         // path sees a smooth rate rather than bursts that overflow a socket buffer.
         let tickNanos = min(max(8_000_000_000 / Int64(rate), 100_000), 1_000_000)
         tick = .nanoseconds(tickNanos)
-        // Catch-up after a late tick is capped, so a stalled sender never fires a huge burst;
-        // the window then takes longer and `achievedRate` says so.
-        maximumPerTick = max(1, Int(2 * Double(rate) * Double(tickNanos) / 1_000_000_000))
+        // Catch-up after a late tick is capped at 1 ms worth of datagrams, so a stalled sender
+        // never fires a long burst; the window then takes longer and `achievedRate` says so.
+        maximumPerTick = max(1, rate / 1000, Int(2 * Double(rate) * Double(tickNanos) / 1_000_000_000))
         seen = [Bool](repeating: false, count: total)
         promise = loop.makePromise()
     }
@@ -416,7 +416,14 @@ func raiseOpenFileLimit(needed: Int) throws {
         _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
     }
     guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
-    if limit.rlim_cur != RLIM_INFINITY, Int(limit.rlim_cur) < needed {
+    if limit.rlim_cur != rlim_t.max, Int(limit.rlim_cur) < needed {
         throw BenchError("\(needed) file descriptors are needed but the limit is \(limit.rlim_cur); raise it with 'ulimit -n'")
     }
 }
+
+// These classes are touched only on their channel's event loop (NIO's confinement); the
+// @Sendable closures that carry them there (submit, execute, scheduled tasks) never race.
+extension UDPProbeHandler: @unchecked Sendable {}
+extension FlowKeeper: @unchecked Sendable {}
+extension RoundTripSeries: @unchecked Sendable {}
+extension RateWindow: @unchecked Sendable {}

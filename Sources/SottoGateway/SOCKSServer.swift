@@ -20,6 +20,7 @@ final class SOCKSSessionHandler: ChannelInboundHandler, RemovableChannelHandler 
     private var pendingBridge: (tunnel: EntryTunnel, bridge: StreamBridge)?
     private var logger: Logger
     private var replied = false
+    private var inactive = false
 
     init(gateway: GatewayContext, settings: SOCKSSettings) {
         self.gateway = gateway
@@ -33,6 +34,10 @@ final class SOCKSSessionHandler: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // When the connection closes, NIOSOCKS's handler hands any bytes it still buffered
+        // downstream as a ByteBuffer while it is removed; after channelInactive nothing here
+        // may be unwrapped as a ClientMessage.
+        guard !inactive else { return }
         switch unwrapInboundIn(data) {
         case .greeting(let greeting):
             selectMethod(context: context, offered: greeting.methods)
@@ -55,6 +60,7 @@ final class SOCKSSessionHandler: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        inactive = true
         association?.close()
         association = nil
         if let (tunnel, bridge) = pendingBridge {

@@ -111,10 +111,10 @@ public enum CellError: Error, Equatable, Sendable, CustomStringConvertible {
 public enum CellCodec {
     /// type, reserved, flow, message, fragment index, fragment count, payload length.
     public static let headerSize = 14
-    /// The ChaChaPoly tag that sealing adds to every cell.
-    public static let tagSize = 16
-    /// Permitted `cell_size` values (protocol.md, "Parameters").
-    public static let cellSizeRange: ClosedRange<Int> = 128...16384
+    // Same values as TunnelConstants.tagSize and .cellSizeRange; kept here so the codec builds
+    // without the handshake (and its Crypto dependency).
+    static let tagSize = 16
+    static let cellSizeRange: ClosedRange<Int> = 128...16384
 
     /// Payload bytes one cell carries: `cell_size - 30` (484 for the default 514).
     public static func payloadCapacity(cellSize: Int) -> Int {
@@ -388,10 +388,13 @@ public struct CloseNotice: Equatable, Sendable {
         self.message = message
     }
 
+    /// The payload capacity of the smallest permitted cell (128 - 30): a notice this long fits
+    /// a cell of any size.
+    public static let portableSize = 98
+
     /// Encodes the notice in at most `payloadCapacity` bytes, cutting the message at a UTF-8
-    /// character boundary if needed. The default capacity is the smallest cell's, so the result
-    /// fits a cell of any permitted size.
-    public func encode(payloadCapacity: Int = CellCodec.payloadCapacity(cellSize: CellCodec.cellSizeRange.lowerBound)) -> [UInt8] {
+    /// scalar boundary if needed. By default the result fits a cell of any permitted size.
+    public func encode(payloadCapacity: Int = CloseNotice.portableSize) -> [UInt8] {
         precondition(payloadCapacity >= 1, "a close payload needs at least the reason byte")
         let utf8 = message.utf8
         let budget = payloadCapacity - 1
@@ -415,9 +418,10 @@ public struct CloseNotice: Equatable, Sendable {
             throw ControlPayloadError.tooShort(payload: "close", actual: 0, minimum: 1)
         }
         guard let reason = CloseReason(rawValue: first) else { throw ControlPayloadError.unknownCloseReason(first) }
-        guard let message = String(validating: payload[1...], as: UTF8.self) else {
-            throw ControlPayloadError.closeMessageNotUTF8
-        }
+        let bytes = payload[1...]
+        // Decoding repairs invalid UTF-8 with U+FFFD; only valid input survives unchanged.
+        let message = String(decoding: bytes, as: UTF8.self)
+        guard message.utf8.elementsEqual(bytes) else { throw ControlPayloadError.closeMessageNotUTF8 }
         return CloseNotice(reason: reason, message: message)
     }
 }

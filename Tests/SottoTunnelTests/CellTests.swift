@@ -233,7 +233,8 @@ final class ControlPayloadTests: XCTestCase {
 
     func testCloseNoticeRoundTripsWithAndWithoutMessage() throws {
         for notice in [CloseNotice(reason: .normal), CloseNotice(reason: .targetRefused, message: "127.0.0.1:8080 refused"),
-                       CloseNotice(reason: .protocolError, message: "überlauf ✓")] {
+                       CloseNotice(reason: .protocolError, message: "überlauf ✓"),
+                       CloseNotice(reason: .normal, message: "a literal \u{FFFD} is valid")] {
             XCTAssertEqual(try CloseNotice.decode(notice.encode()), notice)
         }
         XCTAssertEqual(CloseNotice(reason: .idleTimeout, message: "ab").encode(), [4, 0x61, 0x62])
@@ -242,7 +243,8 @@ final class ControlPayloadTests: XCTestCase {
     func testCloseNoticeTruncatesLongMessagesToFitTheSmallestCell() throws {
         let notice = CloseNotice(reason: .limitReached, message: String(repeating: "x", count: 500))
         let encoded = notice.encode()
-        XCTAssertEqual(encoded.count, CellCodec.payloadCapacity(cellSize: 128))
+        XCTAssertEqual(CloseNotice.portableSize, CellCodec.payloadCapacity(cellSize: 128))
+        XCTAssertEqual(encoded.count, CloseNotice.portableSize)
         XCTAssertEqual(try CloseNotice.decode(encoded).message, String(repeating: "x", count: 97))
         // And the result fits a cell.
         _ = CellCodec.encode(Cell(type: .close, flow: 1, payload: encoded), cellSize: 128)
