@@ -83,6 +83,14 @@ public final class Gateway: ServiceLifecycle.Service, @unchecked Sendable {
         try? fm.setAttributes([.posixPermissions: 0o700], ofItemAtPath: config.stateDir)
     }
 
+    /// The address a listener actually got (port 0 in the configuration picks a free port).
+    private static func bound(_ channel: Channel, _ configured: HostPort) -> String {
+        guard let address = channel.localAddress, let ip = address.ipAddress, let port = address.port else {
+            return "\(configured)"
+        }
+        return address.protocol == .inet6 ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+    }
+
     /// Binds every listener on the loop. Any failure stops the start: half a gateway is worse
     /// than none.
     private func start(_ gateway: GatewayContext) -> EventLoopFuture<[Channel]> {
@@ -91,23 +99,24 @@ public final class Gateway: ServiceLifecycle.Service, @unchecked Sendable {
             let exit = ExitService(service: service, gateway: gateway)
             gateway.exitServices.append(exit)
             futures.append(exit.start().map { channel in
-                gateway.listeners.append("service \(service.name) tunnel listener \(service.listen)")
-                self.logger.notice("exit service '\(service.name)' accepting tunnels on \(service.listen)",
+                gateway.listeners.append("service \(service.name) tunnel listener \(Self.bound(channel, service.listen))")
+                self.logger.notice("exit service '\(service.name)' accepting tunnels on \(Self.bound(channel, service.listen))",
                                    metadata: ["exposes": "\(service.exposes.map { "\($0.proto.rawValue) \($0.virtualPort) -> \($0.target)" })"])
                 return channel
             })
         }
         if let socks = config.socks {
             futures.append(SOCKSServer.bind(gateway: gateway, settings: socks).map { channel in
-                gateway.listeners.append("socks5 \(socks.listen)")
-                self.logger.notice("SOCKS5 server on \(socks.listen) (auth \(socks.auth.rawValue))")
+                gateway.listeners.append("socks5 \(Self.bound(channel, socks.listen))")
+                self.logger.notice("SOCKS5 server on \(Self.bound(channel, socks.listen)) (auth \(socks.auth.rawValue))")
                 return channel
             })
         }
         for forward in config.forwards {
             futures.append(LocalForward.bind(forward, gateway: gateway).map { channel in
-                gateway.listeners.append("forward \(forward.proto.rawValue)://\(forward.listen) -> \(forward.peer):\(forward.virtualPort)")
-                self.logger.notice("forward \(forward.proto.rawValue)://\(forward.listen) -> \(forward.peer):\(forward.virtualPort) (profile \(forward.profile))")
+                let listen = Self.bound(channel, forward.listen)
+                gateway.listeners.append("forward \(forward.proto.rawValue)://\(listen) -> \(forward.peer):\(forward.virtualPort)")
+                self.logger.notice("forward \(forward.proto.rawValue)://\(listen) -> \(forward.peer):\(forward.virtualPort) (profile \(forward.profile))")
                 return channel
             })
         }

@@ -109,6 +109,14 @@ final class SOCKSSessionHandler: ChannelInboundHandler, RemovableChannelHandler 
             replyAuth(context: context, success: false)
             return
         }
+        guard authBuffer!.readableBytes == 0 else {
+            // RFC 1929 has the client wait for our answer; bytes after the request would be a
+            // SOCKS request NIOSOCKS can no longer parse, so the connection ends here.
+            gateway.counters.socksMalformed += 1
+            logger.info("SOCKS client sent data before the username/password reply")
+            replyAuth(context: context, success: false)
+            return
+        }
         guard let profile = gateway.config.profile(named: request.username),
               profile.password == nil || profile.password == request.password else {
             gateway.counters.socksAuthFailures += 1
