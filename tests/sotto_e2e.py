@@ -11,11 +11,9 @@ Rules every helper keeps:
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
-import random
 import select
 import signal
 import socket
@@ -107,14 +105,6 @@ def _proc_net_ports(kind: str) -> set[int]:
 def udp_port_bound(port: int) -> bool:
     """Whether some process has a UDP socket on `port` (read from /proc, binds nothing)."""
     return port in _proc_net_ports("udp")
-
-
-def tcp_accepts(port: int) -> bool:
-    try:
-        with socket.create_connection((LOOPBACK, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -341,7 +331,8 @@ class ProfileSpec:
 
 def entry_config(*, name: str, peer_port: int, keys: Keys, socks_port: Optional[int] = None, auth: str = "optional",
                  profiles: Optional[list[ProfileSpec]] = None, forwards: Optional[list[tuple[str, str]]] = None,
-                 tunnel_extra: str = "", log_level: str = "info", peer_name: str = "home") -> str:
+                 tunnel_extra: str = "", log_level: str = "info", peer_name: str = "home",
+                 peer_extra: str = "") -> str:
     profiles = profiles or [ProfileSpec("direct", default=True)]
     lines = [
         f'state_dir = "state-{name}"',
@@ -369,6 +360,7 @@ def entry_config(*, name: str, peer_port: int, keys: Keys, socks_port: Optional[
         f'address = "{LOOPBACK}:{peer_port}"',
         f'public_key_file = "{keys.public_file}"',
         f'psk_file = "{keys.psk_file}"',
+        peer_extra,
         "",
     ]
     for listen, to in forwards or []:
@@ -741,10 +733,6 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def random_bytes(n: int, seed: Optional[int] = None) -> bytes:
-    return random.Random(seed).randbytes(n) if seed is not None else os.urandom(n)
-
-
 def clean_env() -> dict:
     """The environment without proxy variables, so curl uses only what a test tells it."""
     return {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
@@ -803,9 +791,6 @@ def run_curl(args: list[str], timeout: float = 60) -> subprocess.CompletedProces
     return subprocess.run(["curl", "-sS", "--max-time", str(int(timeout - 5)), *args], stdin=subprocess.DEVNULL,
                           capture_output=True, timeout=timeout, env=clean_env())
 
-
-def is_eaddrinuse(error: OSError) -> bool:
-    return error.errno == errno.EADDRINUSE
 
 
 # --- the usual set-up: an exit with servers behind it, an entry with SOCKS in front -----------------

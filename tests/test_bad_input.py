@@ -241,6 +241,7 @@ def test_a_replayed_first_message_never_crashes_anything_and_a_forged_cell_ends_
             answer = recv_exact(sock, CELL_SIZE, timeout=4)
         except (EOFError, TimeoutError):
             answer = b""
+        print(f"replayed first message: {'answered' if answer else 'refused'}")
         if answer:
             # Accepted: a forged cell must close the tunnel and count as a cell failure.
             sock.sendall(os.urandom(CELL_SIZE))
@@ -273,3 +274,34 @@ def test_a_cell_corrupted_in_transit_ends_the_tunnel_and_the_entry_reconnects(wo
     pair.exit.wait_counter("cell_authentication_failures", before + 1)
     pair.assert_http_works(timeout=20)
     assert pair.entry.counters()["tunnel_reconnects"] >= 1
+
+
+@pytest.mark.parametrize("mismatch", ["wrong-psk", "wrong-server-key", "other-cell-size"])
+def test_an_entry_with_the_wrong_keys_gets_no_tunnel_and_no_reply(world, mismatch):
+    """A misconfigured entry is refused like any prober: the exit answers nothing, counts it,
+    and keeps serving the right entry."""
+    import dataclasses
+    from sotto_e2e import entry_config, free_port, RawSocks
+
+    pair = start_pair(world)
+    pair.assert_http_works()
+    home, other = world.keys("home"), world.keys("other")
+    keys, peer_extra = home, ""
+    if mismatch == "wrong-psk":
+        keys = dataclasses.replace(home, psk_file=other.psk_file)
+    elif mismatch == "wrong-server-key":
+        keys = dataclasses.replace(home, public_file=other.public_file)
+    else:
+        peer_extra = "cell_size = 1024"
+    before = pair.exit.counters()["tunnel_handshake_failures"]
+    socks_port = free_port()
+    world.gateway("wrong", entry_config(name="wrong", peer_port=pair.tunnel_port, keys=keys, socks_port=socks_port,
+                                        peer_extra=peer_extra))
+
+    with RawSocks(socks_port, timeout=15) as client:
+        assert client.greet(b"\x00") == b"\x05\x00"
+        rep, _ = client.request(1, "home", 80, timeout=15)
+    assert rep != 0x00, "a tunnel with the wrong keys carried a connection"
+    pair.exit.wait_counter("tunnel_handshake_failures", before + 1)
+    assert "refused tunnel handshake" in pair.exit.log_text()
+    pair.assert_http_works()

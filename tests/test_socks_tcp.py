@@ -1,7 +1,11 @@
 """SOCKS5 CONNECT through the tunnel with curl, a real client: peer name + virtual port, a
 large file intact, and profile selection by RFC 1929 username/password."""
 
-from sotto_e2e import HELLO, sha256, start_pair
+import os
+import socket
+import threading
+
+from sotto_e2e import HELLO, RawSocks, sha256, start_pair
 
 
 def test_curl_gets_a_file_by_peer_name_and_virtual_port(world):
@@ -18,8 +22,7 @@ def test_curl_gets_a_file_by_peer_name_and_virtual_port(world):
 
 def test_a_5_mb_file_arrives_intact(world):
     pair = start_pair(world)
-    data = world.dir.joinpath("big.bin")
-    payload = __import__("os").urandom(5 * 1024 * 1024)
+    payload = os.urandom(5 * 1024 * 1024)
     (pair.www / "big.bin").write_bytes(payload)
 
     out = world.dir / "got.bin"
@@ -31,17 +34,12 @@ def test_a_5_mb_file_arrives_intact(world):
     assert sha256(got) == sha256(payload)
     exit_tunnels = pair.exit.tunnels()
     assert exit_tunnels and exit_tunnels[0]["streamBytesSent"] >= len(payload), exit_tunnels
-    del data
 
 
 def test_a_5_mb_upload_arrives_intact_through_a_tcp_echo(world):
     """Both directions at once: bytes sent to the exit's TCP echo come back unchanged."""
-    import socket
-    import threading
-    from sotto_e2e import RawSocks
-
     pair = start_pair(world)
-    payload = __import__("os").urandom(5 * 1024 * 1024)
+    payload = os.urandom(5 * 1024 * 1024)
     with RawSocks(pair.socks_port, timeout=30) as client:
         assert client.connect("home", 7) == 0
         sender = threading.Thread(target=client.sock.sendall, args=(payload,), daemon=True)

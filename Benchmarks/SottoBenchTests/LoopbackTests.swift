@@ -16,7 +16,11 @@ final class LoopbackTests: XCTestCase {
     }
 
     override func tearDown() async throws {
-        for process in processes where process.isRunning { process.terminate(); process.waitUntilExit() }
+        // SIGKILL: a child of the test runner inherits its blocked-signal mask, SIGTERM included.
+        for process in processes where process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
         for channel in servers { try? await channel.close() }
         try await group.shutdownGracefully()
     }

@@ -98,7 +98,7 @@ public final class Gateway: ServiceLifecycle.Service, @unchecked Sendable {
         for service in config.services {
             let exit = ExitService(service: service, gateway: gateway)
             gateway.exitServices.append(exit)
-            futures.append(exit.start().map { channel in
+            futures.append(exit.start().explainFailure("exit service '\(service.name)' tunnel listener \(service.listen)").map { channel in
                 gateway.listeners.append("service \(service.name) tunnel listener \(Self.bound(channel, service.listen))")
                 self.logger.notice("exit service '\(service.name)' accepting tunnels on \(Self.bound(channel, service.listen))",
                                    metadata: ["exposes": "\(service.exposes.map { "\($0.proto.rawValue) \($0.virtualPort) -> \($0.target)" })"])
@@ -106,27 +106,39 @@ public final class Gateway: ServiceLifecycle.Service, @unchecked Sendable {
             })
         }
         if let socks = config.socks {
-            futures.append(SOCKSServer.bind(gateway: gateway, settings: socks).map { channel in
+            futures.append(SOCKSServer.bind(gateway: gateway, settings: socks).explainFailure("SOCKS5 server \(socks.listen)").map { channel in
                 gateway.listeners.append("socks5 \(Self.bound(channel, socks.listen))")
                 self.logger.notice("SOCKS5 server on \(Self.bound(channel, socks.listen)) (auth \(socks.auth.rawValue))")
                 return channel
             })
         }
         for forward in config.forwards {
-            futures.append(LocalForward.bind(forward, gateway: gateway).map { channel in
+            futures.append(LocalForward.bind(forward, gateway: gateway).explainFailure("forward \(forward.proto.rawValue)://\(forward.listen)").map { channel in
                 let listen = Self.bound(channel, forward.listen)
                 gateway.listeners.append("forward \(forward.proto.rawValue)://\(listen) -> \(forward.peer):\(forward.virtualPort)")
                 self.logger.notice("forward \(forward.proto.rawValue)://\(listen) -> \(forward.peer):\(forward.virtualPort) (profile \(forward.profile))")
                 return channel
             })
         }
-        futures.append(StatusServer.bind(path: statusSocketPath, gateway: gateway))
+        futures.append(StatusServer.bind(path: statusSocketPath, gateway: gateway).explainFailure("status socket \(statusSocketPath)"))
         return EventLoopFuture.whenAllSucceed(futures, on: gateway.loop).flatMapError { error in
             // Close whatever did bind before reporting the failure.
             EventLoopFuture.whenAllComplete(futures, on: gateway.loop).flatMapThrowing { results in
                 for case .success(let channel) in results { channel.close(promise: nil) }
                 throw error
             }
+        }
+    }
+}
+
+extension EventLoopFuture {
+    /// Names what failed: "SOCKS5 server 127.0.0.1:1080: Address already in use".
+    func explainFailure(_ what: String) -> EventLoopFuture<Value> {
+        flatMapErrorThrowing { error in
+            if let ioError = error as? IOError {
+                throw GatewayError.invalid("\(what): cannot listen: \(String(cString: strerror(ioError.errnoCode)))")
+            }
+            throw GatewayError.invalid("\(what): \(error)")
         }
     }
 }

@@ -45,6 +45,10 @@ struct Router {
         }
         switch profile.anonymizer {
         case .none:
+            if Self.isAnonymousName(host) {
+                return .refused(.notAllowed(
+                    "\(host) is an onion or I2P name that is no peer of this gateway; profile '\(profile.name)' (anonymizer none) never sends it anywhere"))
+            }
             guard profile.allowDirect else {
                 return .refused(.notAllowed(
                     "\(host):\(port) is no peer of this gateway and profile '\(profile.name)' does not allow direct connections"))
@@ -54,6 +58,12 @@ struct Router {
             return .refused(.anonymizerUnavailable(
                 "profile '\(profile.name)' uses anonymizer \(profile.anonymizer.rawValue), which this build cannot drive yet; refusing rather than sending \(host):\(port) another way"))
         }
+    }
+
+    /// Names that only an anonymizer can reach; a direct connection would leak them to DNS.
+    static func isAnonymousName(_ host: String) -> Bool {
+        let lower = host.lowercased()
+        return lower.hasSuffix(".onion") || lower.hasSuffix(".i2p") || lower == "onion" || lower == "i2p"
     }
 
     /// Whether a profile's anonymizer can carry a tunnel to a peer; nil when it can.

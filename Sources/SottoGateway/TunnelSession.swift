@@ -108,9 +108,11 @@ final class TunnelSession: ChannelInboundHandler {
     private var endpointsToFlush: [ObjectIdentifier: TunnelFlowEndpoint] = [:]
     private var flushScheduled = false
     private var timer: RepeatedTask?
-    private let startedAt = NIODeadline.now()
+    // Times come from the event loop's clock, so tests can drive them.
+    private var startedAt = NIODeadline.now()
     private var lastSent = NIODeadline.now()
     private var lastReceived = NIODeadline.now()
+    private var now: NIODeadline { context?.eventLoop.now ?? NIODeadline.now() }
     private(set) var remoteDescription = "?"
     private let payloadCapacity: Int
 
@@ -145,7 +147,7 @@ final class TunnelSession: ChannelInboundHandler {
     var isEstablished: Bool { if case .established = state { return true } else { return false } }
     var queuedCells: Int { scheduler?.queuedCells ?? 0 }
     var reassemblyPartial: Int { reassembler.partialCount }
-    var age: TimeAmount { .now() - startedAt }
+    var age: TimeAmount { now - startedAt }
     var eventLoop: EventLoop? { context?.eventLoop }
 
     // MARK: Channel events
@@ -164,7 +166,9 @@ final class TunnelSession: ChannelInboundHandler {
         guard timer == nil else { return }
         remoteDescription = context.channel.remoteAddress.map { "\($0)" } ?? "?"
         logger[metadataKey: "remote"] = "\(remoteDescription)"
-        lastReceived = .now()
+        startedAt = now
+        lastReceived = now
+        lastSent = now
         let tick = TimeAmount.milliseconds(500)
         timer = context.eventLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { [weak self] _ in
             self?.tick()
@@ -186,7 +190,7 @@ final class TunnelSession: ChannelInboundHandler {
         if case .refusing = state { return }
         if case .closed = state { return }
         inbound.writeBuffer(&bytes)
-        lastReceived = .now()
+        lastReceived = now
         while inbound.readableBytes >= cellSize, let block = inbound.readBytes(length: cellSize) {
             receiveBlock(block)
             if case .refusing = state { break }
@@ -322,8 +326,8 @@ final class TunnelSession: ChannelInboundHandler {
                 counters.datagramsDropped += 1
                 return
             }
-            flow.lastActivity = .now()
-            switch reassembler.receive(cell, now: UInt64(NIODeadline.now().uptimeNanoseconds)) {
+            flow.lastActivity = now
+            switch reassembler.receive(cell, now: UInt64(now.uptimeNanoseconds)) {
             case .complete(let bytes):
                 flow.datagramsReceived += 1
                 flow.bytesReceived += bytes.count
@@ -352,7 +356,7 @@ final class TunnelSession: ChannelInboundHandler {
                 return
             }
             flow.credit = credit
-            flow.lastActivity = .now()
+            flow.lastActivity = now
             flow.bytesReceived += cell.payload.count
             counters.streamBytesReceived += cell.payload.count
             var buffer = context?.channel.allocator.buffer(capacity: cell.payload.count) ?? ByteBuffer()
@@ -424,7 +428,7 @@ final class TunnelSession: ChannelInboundHandler {
         let id = nextFlowID
         nextFlowID &+= 2
         let flow = Flow(id: id, kind: kind, virtualPort: virtualPort, endpoint: endpoint,
-                        awaitingOpened: kind == .tcp, now: .now())
+                        awaitingOpened: kind == .tcp, now: now)
         flows[id] = flow
         counters.flowsOpened += 1
         let request = OpenRequest(kind: kind, virtualPort: UInt16(virtualPort), window: kind == .tcp ? settings.streamWindow : 0)
@@ -436,7 +440,7 @@ final class TunnelSession: ChannelInboundHandler {
     func acceptFlow(_ id: UInt32, request: OpenRequest, endpoint: TunnelFlowEndpoint) {
         guard flows[id] == nil else { return }
         let flow = Flow(id: id, kind: request.kind, virtualPort: Int(request.virtualPort), endpoint: endpoint,
-                        awaitingOpened: false, now: .now())
+                        awaitingOpened: false, now: now)
         if request.kind == .tcp {
             flow.credit = StreamCredit(initialSendWindow: request.window, receiveWindow: settings.streamWindow)
             send(Cell(type: .opened, flow: id, payload: OpenedReply(window: settings.streamWindow).encode()))
@@ -464,7 +468,7 @@ final class TunnelSession: ChannelInboundHandler {
             return false
         }
         flow.nextMessage &+= 1
-        flow.lastActivity = .now()
+        flow.lastActivity = now
         for cell in cells where !scheduler.submit(cell, droppable: true) {
             // The queue filled up part-way: the receiver's reassembly will drop the partial
             // datagram by age; count it here once.
@@ -495,7 +499,7 @@ final class TunnelSession: ChannelInboundHandler {
             _ = scheduler?.submit(Cell(type: .streamData, flow: id, payload: chunk), droppable: false)
         }
         flow.credit = credit
-        flow.lastActivity = .now()
+        flow.lastActivity = now
     }
 
     /// The endpoint wrote `count` received stream bytes to its socket: maybe grant more credit.
@@ -543,7 +547,7 @@ final class TunnelSession: ChannelInboundHandler {
             writeRaw(wire)
             counters.cellsSent += 1
             counters.bytesSent += cellSize
-            lastSent = .now()
+            lastSent = now
             scheduleFlush(context)
         } catch {
             fail(error)
@@ -571,7 +575,7 @@ final class TunnelSession: ChannelInboundHandler {
     // MARK: Time
 
     private func tick() {
-        let now = NIODeadline.now()
+        let now = self.now
         switch state {
         case .initiating, .responding:
             if now - startedAt > .seconds(Int64(settings.handshakeTimeoutSeconds)) {
@@ -631,7 +635,7 @@ final class TunnelSession: ChannelInboundHandler {
     }
 
     func snapshot(side: String) -> StatusSnapshot.Tunnel {
-        let now = NIODeadline.now()
+        let now = self.now
         return StatusSnapshot.Tunnel(
             side: side, name: name, remote: remoteDescription,
             state: stateName, ageSeconds: Double(age.nanoseconds) / 1e9, cellSize: cellSize,

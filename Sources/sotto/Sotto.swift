@@ -19,6 +19,12 @@ struct Sotto: AsyncParsableCommand {
         subcommands: [Run.self, Keygen.self, Status.self, CheckConfig.self])
 }
 
+/// An error the tool reports as one line, without the usage text (it is no usage mistake).
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ error: Any) { self.description = "\(error)" }
+}
+
 /// Loads a configuration, printing its warnings; errors name the file and the key.
 func loadConfig(_ path: String) throws -> SottoConfig {
     let config = try SottoConfig.load(path: path)
@@ -45,7 +51,7 @@ struct Run: AsyncParsableCommand {
             config = try loadConfig(self.config)
             try Gateway.validate(config)
         } catch {
-            throw ValidationError("\(error)")
+            throw CLIError(error)
         }
         let levelName = logLevel ?? config.logLevel
         guard let level = Logger.Level(rawValue: levelName) else {
@@ -101,10 +107,10 @@ struct Keygen: ParsableCommand {
         func write(_ file: String, _ text: String, mode: Int) throws {
             let path = (out as NSString).appendingPathComponent(file)
             guard !fm.fileExists(atPath: path) else {
-                throw ValidationError("\(path) exists already; not overwriting a key")
+                throw CLIError("\(path) exists already; not overwriting a key")
             }
             guard fm.createFile(atPath: path, contents: Data((text + "\n").utf8), attributes: [.posixPermissions: mode]) else {
-                throw ValidationError("cannot write \(path)")
+                throw CLIError("cannot write \(path)")
             }
             print(path)
         }
@@ -124,7 +130,7 @@ struct Status: AsyncParsableCommand {
 
     func run() async throws {
         let config: SottoConfig
-        do { config = try loadConfig(self.config) } catch { throw ValidationError("\(error)") }
+        do { config = try loadConfig(self.config) } catch { throw CLIError(error) }
         do {
             print(try await GatewayStatus.fetch(config: config), terminator: "")
         } catch {
@@ -148,7 +154,7 @@ struct CheckConfig: ParsableCommand {
             try Gateway.validate(config)
             print("\(self.config): ok: \(config.profiles.count) profile(s), \(config.peers.count) peer(s), \(config.forwards.count) forward(s), \(config.services.count) service(s)")
         } catch {
-            throw ValidationError("\(error)")
+            throw CLIError(error)
         }
     }
 }

@@ -170,7 +170,6 @@ final class ConfigValidationTests: XCTestCase {
                           "must be more than 0")
         assertConfigError("[tunnel]\nmax_reconnect_delay_seconds = 1e9\n", key: "tunnel.max_reconnect_delay_seconds",
                           "at most 86400 seconds")
-        assertConfigError("[tunnel]\nrekey_after_cells = 0\n", key: "tunnel.rekey_after_cells", "must be from 1 to")
         assertConfigError("[tunnel]\nstream_window = 4294967296\n", key: "tunnel.stream_window",
                           "must be from 1 to 4294967295, got 4294967296")
         assertConfigError("[socks]\nlisten = \"127.0.0.1:1\"\nmax_connections = 0\n", key: "socks.max_connections",
