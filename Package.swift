@@ -73,7 +73,7 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "SottoSOCKSTests", dependencies: ["SottoSOCKS"]),
         .testTarget(name: "SottoConfigTests", dependencies: ["SottoConfig"]),
-        .testTarget(name: "SottoGatewayTests", dependencies: ["SottoGateway", "SottoTunnel", "SottoConfig", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOSOCKS", package: "swift-nio-extras")]),
+        .testTarget(name: "SottoGatewayTests", dependencies: ["SottoGateway", "SottoTunnel", "SottoConfig", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOSOCKS", package: "swift-nio-extras"), .product(name: "Logging", package: "swift-log")]),
     ],
     swiftLanguageModes: [.v5]
 )

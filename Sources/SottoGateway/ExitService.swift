@@ -102,7 +102,10 @@ final class ExitService: TunnelSessionDelegate {
                     }
                     switch result {
                     case .success(let channel):
-                        session.acceptFlow(id, request: request, endpoint: bridge)
+                        guard session.acceptFlow(id, request: request, endpoint: bridge) else {
+                            channel.close(promise: nil)
+                            return
+                        }
                         bridge.bind(session: session, flowID: id)
                         channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
                     case .failure(let error):

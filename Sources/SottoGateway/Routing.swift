@@ -62,7 +62,8 @@ struct Router {
 
     /// Names that only an anonymizer can reach; a direct connection would leak them to DNS.
     static func isAnonymousName(_ host: String) -> Bool {
-        let lower = host.lowercased()
+        var lower = host.lowercased()
+        if lower.hasSuffix(".") { lower.removeLast() }  // a fully qualified name is the same name
         return lower.hasSuffix(".onion") || lower.hasSuffix(".i2p") || lower == "onion" || lower == "i2p"
     }
 

@@ -104,6 +104,8 @@ final class TunnelSession: ChannelInboundHandler {
     private var scheduler: CellScheduler?
     private var reassembler = Reassembler()
     private(set) var flows: [UInt32: Flow] = [:]
+    /// Exit side: flows the delegate was asked for and has not yet accepted or refused.
+    private var requestedFlows: Set<UInt32> = []
     private var nextFlowID: UInt32 = 1
     private var endpointsToFlush: [ObjectIdentifier: TunnelFlowEndpoint] = [:]
     private var flushScheduled = false
@@ -306,6 +308,10 @@ final class TunnelSession: ChannelInboundHandler {
         case .open:
             handleOpen(cell)
         case .opened:
+            if flows[cell.flow] == nil, role == .entry, cell.flow % 2 == 1, cell.flow < nextFlowID {
+                // We closed this flow before the exit's answer crossed our close: not an error.
+                return
+            }
             guard let flow = flows[cell.flow], flow.kind == .tcp, flow.awaitingOpened,
                   let reply = try? OpenedReply.decode(cell.payload) else {
                 protocolViolation("unexpected 'opened' for flow \(cell.flow)")
@@ -316,6 +322,7 @@ final class TunnelSession: ChannelInboundHandler {
             flow.endpoint?.tunnelOpened()
         case .close:
             let notice = (try? CloseNotice.decode(cell.payload)) ?? CloseNotice(reason: .protocolError, message: "malformed close")
+            if requestedFlows.remove(cell.flow) != nil { return }  // the entry gave up before we answered
             guard let flow = flows.removeValue(forKey: cell.flow) else { return }
             reassembler.removeFlow(flow.id)
             let endpoint = flow.endpoint
@@ -394,17 +401,18 @@ final class TunnelSession: ChannelInboundHandler {
             sendClose(cell.flow, reason: .protocolError, message: "malformed open: \(error)")
             return
         }
-        guard flows[cell.flow] == nil, cell.flow % 2 == 1 else {
+        guard flows[cell.flow] == nil, !requestedFlows.contains(cell.flow), cell.flow % 2 == 1 else {
             protocolViolation("flow id \(cell.flow) reused or even")
             return
         }
-        if flows.count >= maxFlows {
+        if flows.count + requestedFlows.count >= maxFlows {
             counters.flowLimitHits += 1
             counters.flowsRefused += 1
             logger.notice("tunnel \(name): flow limit \(maxFlows) reached, refusing a new flow")
             sendClose(cell.flow, reason: .limitReached, message: "limit of \(maxFlows) flows per tunnel reached")
             return
         }
+        requestedFlows.insert(cell.flow)
         delegate?.tunnel(self, requestsFlow: cell.flow, request)
     }
 
@@ -437,8 +445,10 @@ final class TunnelSession: ChannelInboundHandler {
     }
 
     /// Exit side: takes a requested flow. For TCP, call it once the target is connected.
-    func acceptFlow(_ id: UInt32, request: OpenRequest, endpoint: TunnelFlowEndpoint) {
-        guard flows[id] == nil else { return }
+    /// Returns false when the entry gave up on the flow meanwhile: the caller closes its socket.
+    @discardableResult
+    func acceptFlow(_ id: UInt32, request: OpenRequest, endpoint: TunnelFlowEndpoint) -> Bool {
+        guard flows[id] == nil, requestedFlows.remove(id) != nil else { return false }
         let flow = Flow(id: id, kind: request.kind, virtualPort: Int(request.virtualPort), endpoint: endpoint,
                         awaitingOpened: false, now: now)
         if request.kind == .tcp {
@@ -447,10 +457,12 @@ final class TunnelSession: ChannelInboundHandler {
         }
         flows[id] = flow
         counters.flowsOpened += 1
+        return true
     }
 
     /// Exit side: refuses a requested flow.
     func refuseFlow(_ id: UInt32, reason: CloseReason, message: String) {
+        guard requestedFlows.remove(id) != nil else { return }
         counters.flowsRefused += 1
         sendClose(id, reason: reason, message: message)
     }
