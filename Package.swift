@@ -74,6 +74,10 @@ let package = Package(
         .testTarget(name: "SottoSOCKSTests", dependencies: ["SottoSOCKS"]),
         .testTarget(name: "SottoConfigTests", dependencies: ["SottoConfig"]),
         .testTarget(name: "SottoGatewayTests", dependencies: ["SottoGateway", "SottoTunnel", "SottoConfig", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOSOCKS", package: "swift-nio-extras"), .product(name: "Logging", package: "swift-log")]),
+        .testTarget(
+            name: "SottoBenchTests",
+            dependencies: ["sotto-bench", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            path: "Benchmarks/SottoBenchTests"),
     ],
     swiftLanguageModes: [.v5]
 )

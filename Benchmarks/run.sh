@@ -122,7 +122,10 @@ rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo "
 
 alive() { kill -0 "$1" 2>/dev/null; }
 
-read -r ECHO_PORT SINK_PORT SS_PORT SS_LOCAL_PORT EXIT_PORT SOCKS_PORT < <("$BENCH" free-ports --count 6 | tr '\n' ' ')
+mapfile -t PORTS < <("$BENCH" free-ports --count 6)
+[[ ${#PORTS[@]} -eq 6 ]] || { echo "run.sh: could not find 6 free loopback ports" >&2; exit 1; }
+ECHO_PORT=${PORTS[0]} SINK_PORT=${PORTS[1]} SS_PORT=${PORTS[2]} SS_LOCAL_PORT=${PORTS[3]}
+EXIT_PORT=${PORTS[4]} SOCKS_PORT=${PORTS[5]}
 
 start udp-echo "$BENCH" udp-echo --listen "127.0.0.1:$ECHO_PORT" --lifetime 7200
 start tcp-sink "$BENCH" tcp-sink --listen "127.0.0.1:$SINK_PORT" --lifetime 7200

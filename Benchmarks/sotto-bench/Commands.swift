@@ -371,8 +371,8 @@ struct UDPClient: AsyncParsableCommand {
         try await loop.submit { keepers.forEach { $0.stop() } }.get()
         // Echoes of the last probes are still on their way.
         try await Task.sleep(nanoseconds: 500_000_000)
-        let (sent, received) = try await loop.submit {
-            keepers.reduce((0, 0)) { ($0.0 + $1.sent, $0.1 + $1.received) }
+        let (sent, received, strays) = try await loop.submit {
+            keepers.reduce((0, 0, UInt64(0))) { ($0.0 + $1.sent, $0.1 + $1.received, $0.2 + $1.flow.handler.strays) }
         }.get()
         var controlClosed = 0
         for keeper in keepers {
@@ -382,7 +382,7 @@ struct UDPClient: AsyncParsableCommand {
         ResultLine(
             name: "udp_flows",
             fields: commonFields + [("flows", "\(count)"), ("established", "\(keepers.count)"), ("failed", "\(failures)"),
-                                    ("sent", "\(sent)"), ("received", "\(received)"), ("hold_s", "\(hold)"),
+                                    ("sent", "\(sent)"), ("received", "\(received)"), ("strays", "\(strays)"), ("hold_s", "\(hold)"),
                                     ("control_closed", "\(controlClosed)")],
             human: "[\(path.label)] \(keepers.count) of \(count) UDP flows held \(hold) s: \(received) of \(sent) probes echoed"
         ).emit()

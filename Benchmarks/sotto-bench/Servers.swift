@@ -57,10 +57,10 @@ final class TCPSinkHandler: ChannelInboundHandler {
 }
 
 enum BenchServers {
-    static func datagramBootstrap(group: EventLoopGroup, maximumDatagram: Int) -> DatagramBootstrap {
-        let vectorCount = 16
-        return DatagramBootstrap(group: group)
-            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+    static func datagramBootstrap(group: EventLoopGroup, maximumDatagram: Int, vectorCount: Int = 16) -> DatagramBootstrap {
+        // No SO_REUSEADDR: on Linux it lets UDP sockets share a port, even an ephemeral one the
+        // kernel picks, and then only one of them receives.
+        DatagramBootstrap(group: group)
             .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(benchSocketBufferBytes))
             .channelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(benchSocketBufferBytes))
             .channelOption(.datagramVectorReadMessageCount, value: vectorCount)

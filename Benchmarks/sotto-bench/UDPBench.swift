@@ -69,7 +69,7 @@ final class UDPProbeHandler: ChannelInboundHandler {
         let now = monotonicNanoseconds()
         let buffer = unwrapInboundIn(data).data
         let readable = buffer.readableBytes
-        var peek = buffer.getBytes(at: buffer.readerIndex, length: min(readable, Self.peekLength)) ?? []
+        let peek = buffer.getBytes(at: buffer.readerIndex, length: min(readable, Self.peekLength)) ?? []
         var offset = 0
         if headerLength > 0 {
             guard let parsed = try? SOCKS5.parseUDPDatagram(peek) else { strays += 1; return }
@@ -80,7 +80,6 @@ final class UDPProbeHandler: ChannelInboundHandler {
             strays += 1
             return
         }
-        peek = []
         onProbe?(probe, now)
     }
 

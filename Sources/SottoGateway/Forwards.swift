@@ -20,7 +20,6 @@ enum LocalForward {
                                             idleLimit: gateway.config.tunnel.udpFlowIdleSeconds)
             return DatagramBootstrap(group: gateway.loop)
                 .sottoDatagramOptions()
-                .channelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
                 .channelInitializer { $0.pipeline.addHandler(handler) }
                 .bind(host: forward.listen.host, port: forward.listen.port)
         case .tcp:
