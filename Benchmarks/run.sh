@@ -12,7 +12,7 @@
 #   --skip-build     use the release binaries already in the scratch path
 #   --results FILE   also write the raw RESULT lines there
 #   --keep           keep the temporary folder (configs, logs) and print its path
-# Knobs (environment): SIZE (1200), COUNT (2000), WINDOW (2), TCP_BYTES (256M), TCP_REPEAT (5),
+# Knobs (environment): CELL_SIZE (514, Sotto's tunnel cell size), SIZE (1200), COUNT (2000), WINDOW (2), TCP_BYTES (256M), TCP_REPEAT (5),
 #   FLOWS (1000), HOLD (10).
 #
 # Everything listens on 127.0.0.1 on ports picked free at start. Every process this script starts
@@ -38,6 +38,7 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 
+: "${CELL_SIZE:=514}"
 if [[ $QUICK == 1 ]]; then
     : "${SIZE:=1200}" "${COUNT:=300}" "${WINDOW:=0.5}" "${TCP_BYTES:=32M}" "${TCP_REPEAT:=3}" "${FLOWS:=1000}" "${HOLD:=3}"
 else
@@ -183,6 +184,7 @@ private_key = "$private"
 psk = "$psk"
 # 1,000 UDP flows share the one tunnel of the memory measurement.
 max_flows_per_tunnel = 4096
+cell_size = $CELL_SIZE
 expose = ["udp 7 127.0.0.1:$ECHO_PORT", "tcp 9 127.0.0.1:$SINK_PORT"]
 EOF
     cat >"$WORK/entry.toml" <<EOF
@@ -205,6 +207,7 @@ name = "exit"
 address = "127.0.0.1:$EXIT_PORT"
 public_key = "$public"
 psk = "$psk"
+cell_size = $CELL_SIZE
 EOF
     chmod 600 "$WORK/exit.toml" "$WORK/entry.toml"
 }

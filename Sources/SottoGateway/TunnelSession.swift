@@ -274,7 +274,7 @@ final class TunnelSession: ChannelInboundHandler {
             limit: 4096,
             canWrite: { [weak self] in self?.context?.channel.isWritable ?? false },
             emit: { [weak self] cell in self?.emit(cell) },
-            flush: { [weak self] in self?.context?.flush() })
+            flush: { [weak self] in self?.flushNow() })
         logger.info("tunnel established", metadata: ["tunnel": "\(name)", "side": "\(role.rawValue)"])
         delegate?.tunnelEstablished(self)
     }
@@ -552,18 +552,36 @@ final class TunnelSession: ChannelInboundHandler {
 
     /// Seals and writes one cell; the scheduler decides when this runs.
     private func emit(_ cell: Cell) {
-        guard var sealer = sealer, let context = context else { return }
+        guard sealer != nil, let context = context else { return }
         do {
-            let wire = try sealer.seal(CellCodec.encode(cell, cellSize: cellSize))
-            self.sealer = sealer
-            writeRaw(wire)
+            plaintextScratch.withUnsafeMutableBytes { CellCodec.encode(cell, into: $0) }
+            try sealer!.seal(plaintextScratch, appendingTo: &wireBatch)
             counters.cellsSent += 1
             counters.bytesSent += cellSize
             lastSent = now
+            if wireBatch.count >= Self.wireBatchLimit { writeBatch() }
             scheduleFlush(context)
         } catch {
             fail(error)
         }
+    }
+
+    /// Sealed cells collect here and go to the transport as one buffer per flush (or per
+    /// 64 KiB), which costs far less than one write per cell.
+    private static let wireBatchLimit = 64 * 1024
+    private var wireBatch: [UInt8] = []
+    private lazy var plaintextScratch = [UInt8](repeating: 0, count: cellSize - TunnelConstants.tagSize)
+
+    private func writeBatch() {
+        guard !wireBatch.isEmpty, let context = context else { return }
+        let buffer = context.channel.allocator.buffer(bytes: wireBatch)
+        wireBatch.removeAll(keepingCapacity: true)
+        context.write(wrapOutboundOut(buffer), promise: nil)
+    }
+
+    private func flushNow() {
+        writeBatch()
+        context?.flush()
     }
 
     private func writeRaw(_ bytes: [UInt8]) {
@@ -580,7 +598,7 @@ final class TunnelSession: ChannelInboundHandler {
         context.eventLoop.execute { [weak self] in
             guard let self = self else { return }
             self.flushScheduled = false
-            self.context?.flush()
+            self.flushNow()
         }
     }
 

@@ -181,13 +181,13 @@ struct CipherKey: @unchecked Sendable {
 /// counter little-endian. Shared by `NoiseCipherState` and the cell cipher.
 enum NoiseAEAD {
     static func nonce(_ counter: UInt64) -> ChaChaPoly.Nonce {
-        var bytes = [UInt8](repeating: 0, count: 12)
-        var value = counter.littleEndian
-        withUnsafeBytes(of: &value) { raw in
-            for index in 0..<8 { bytes[4 + index] = raw[index] }
+        // 4 zero bytes, then the counter little-endian; built on the stack (hot path).
+        var bytes: (UInt32, UInt32, UInt32) = (
+            0, UInt32(truncatingIfNeeded: counter).littleEndian, UInt32(truncatingIfNeeded: counter >> 32).littleEndian)
+        return withUnsafeBytes(of: &bytes) { raw in
+            // 12 bytes is always a valid ChaChaPoly nonce.
+            try! ChaChaPoly.Nonce(data: raw)
         }
-        // 12 bytes is always a valid ChaChaPoly nonce.
-        return try! ChaChaPoly.Nonce(data: bytes)
     }
 
     /// ENCRYPT(k, n, ad, plaintext): ciphertext followed by the 16-byte tag, appended to `output`.
