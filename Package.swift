@@ -34,10 +34,7 @@ let package = Package(
         // The TOML configuration, parsed and validated into plain structs.
         .target(
             name: "SottoConfig",
-            dependencies: [
-                "SottoTunnel",
-                .product(name: "TOMLKit", package: "TOMLKit"),
-            ]
+            dependencies: [.product(name: "TOMLKit", package: "TOMLKit")]
         ),
         // I/O at the edges: SOCKS server, forwards, tunnel channels, exit services.
         .target(
@@ -69,9 +66,12 @@ let package = Package(
             ],
             path: "Benchmarks/sotto-bench"
         ),
-        .testTarget(name: "SottoTunnelTests", dependencies: ["SottoTunnel"],
+        .testTarget(name: "SottoTunnelTests",
+                    dependencies: ["SottoTunnel", .product(name: "Crypto", package: "swift-crypto")],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "SottoSOCKSTests", dependencies: ["SottoSOCKS"]),
+        .testTarget(name: "SottoSOCKSTests",
+                    dependencies: ["SottoSOCKS", .product(name: "NIOCore", package: "swift-nio"),
+                                   .product(name: "NIOSOCKS", package: "swift-nio-extras")]),
         .testTarget(name: "SottoConfigTests", dependencies: ["SottoConfig"]),
         .testTarget(name: "SottoGatewayTests", dependencies: ["SottoGateway", "SottoTunnel", "SottoConfig", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOSOCKS", package: "swift-nio-extras"), .product(name: "Logging", package: "swift-log")]),
         .testTarget(
