@@ -60,8 +60,10 @@ let package = Package(
         .executableTarget(
             name: "sotto-bench",
             dependencies: [
+                "SottoSOCKS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSOCKS", package: "swift-nio-extras"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/sotto-bench"
@@ -76,7 +78,8 @@ let package = Package(
         .testTarget(name: "SottoGatewayTests", dependencies: ["SottoGateway", "SottoTunnel", "SottoConfig", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOSOCKS", package: "swift-nio-extras"), .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "SottoBenchTests",
-            dependencies: ["sotto-bench", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: ["sotto-bench", "SottoSOCKS", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                           .product(name: "NIOSOCKS", package: "swift-nio-extras")],
             path: "Benchmarks/SottoBenchTests"),
     ],
     swiftLanguageModes: [.v5]

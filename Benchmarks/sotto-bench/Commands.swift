@@ -1,6 +1,7 @@
 import ArgumentParser
 import NIOCore
 import NIOPosix
+import SottoSOCKS
 
 #if canImport(Glibc)
 import Glibc
@@ -84,9 +85,9 @@ struct PathOptions: ParsableArguments {
         }
     }
 
-    var credentials: SOCKS5.Credentials? {
+    var credentials: UsernamePasswordRequest? {
         guard let user, let password else { return nil }
-        return SOCKS5.Credentials(username: user, password: password)
+        return UsernamePasswordRequest(username: user, password: password)
     }
 
     var pathName: String { socks == nil ? "direct" : "socks" }

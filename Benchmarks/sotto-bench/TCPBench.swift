@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import SottoSOCKS
 
 /// Sends transfers in the sink's framing (`SinkFraming`) as fast as the channel drains and times
 /// each from its first byte written to the sink's acknowledgement.
@@ -97,7 +98,7 @@ final class ThroughputHandler: ChannelInboundHandler {
 
 enum TCPPath {
     case direct(target: Endpoint)
-    case socks(server: Endpoint, credentials: SOCKS5.Credentials?, target: Endpoint)
+    case socks(server: Endpoint, credentials: UsernamePasswordRequest?, target: Endpoint)
 }
 
 enum TCPBench {

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import SottoSOCKS
 
 #if canImport(Glibc)
 import Glibc
@@ -10,7 +11,7 @@ import Musl
 /// Where the probes go: straight to the echo server, or through a SOCKS5 UDP association.
 enum UDPPath {
     case direct(target: Endpoint)
-    case socks(server: Endpoint, credentials: SOCKS5.Credentials?, target: Endpoint)
+    case socks(server: Endpoint, credentials: UsernamePasswordRequest?, target: Endpoint)
 }
 
 func monotonicNanoseconds() -> UInt64 {
@@ -23,25 +24,30 @@ final class UDPProbeHandler: ChannelInboundHandler {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
     typealias OutboundOut = AddressedEnvelope<ByteBuffer>
 
-    /// Enough to hold the longest RFC 1928 section 7 header (262 bytes) and the probe header.
-    private static let peekLength = 300
-
     private var context: ChannelHandlerContext?
     /// The echo server (direct) or the SOCKS relay; set once the path is known.
     var destination: SocketAddress?
+    /// Whether datagrams carry the RFC 1928 section 7 header (through a SOCKS relay).
+    private let expectsHeader: Bool
     private let headerLength: Int
     private let payloadLength: Int
+    /// Header and probe, written once; each send copies it and rewrites only run and sequence.
     private let template: ByteBuffer
     var onProbe: ((ProbePayload, UInt64) -> Void)?
     /// Datagrams that were no probe of the expected size (malformed, truncated or foreign).
     private(set) var strays: UInt64 = 0
 
-    init(socksHeader: [UInt8], payloadLength: Int) {
-        headerLength = socksHeader.count
+    /// `socksHeader` must be encodable (`SOCKSUDPHeader.checkEncodable(_:)`).
+    init(socksHeader: SOCKSUDPHeader?, payloadLength: Int) {
         self.payloadLength = payloadLength
         var body = ProbePayload.template(length: payloadLength)
         ProbePayload(run: 0, sequence: 0).write(into: &body)
-        template = ByteBuffer(bytes: socksHeader + body)
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity((socksHeader?.encodedLength ?? 0) + body.count)
+        expectsHeader = socksHeader != nil
+        headerLength = socksHeader.map { buffer.writeSOCKSUDPHeader($0) } ?? 0
+        buffer.writeBytes(body)
+        template = buffer
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -55,10 +61,30 @@ final class UDPProbeHandler: ChannelInboundHandler {
     /// Queues one probe; call `flush()` after a batch.
     func send(run: UInt32, sequence: UInt64) {
         guard let context, let destination else { return }
+        context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: destination,
+                                                        data: datagram(run: run, sequence: sequence))),
+                      promise: nil)
+    }
+
+    /// The datagram of one probe: the template with its run and sequence set.
+    func datagram(run: UInt32, sequence: UInt64) -> ByteBuffer {
         var buffer = template
         buffer.setInteger(run, at: headerLength + 4)
         buffer.setInteger(sequence, at: headerLength + 8)
-        context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: destination, data: buffer)), promise: nil)
+        return buffer
+    }
+
+    /// The probe in a received datagram, or nil for anything else: a malformed or truncated
+    /// header, a fragment (FRAG != 0: RFC 1928 section 7 lets a client drop what it does not
+    /// reassemble, and no proxy under test fragments), or a body that is not a probe of the
+    /// expected size.
+    static func probe(in datagram: ByteBuffer, expectsHeader: Bool, payloadLength: Int) -> ProbePayload? {
+        var buffer = datagram
+        if expectsHeader {
+            guard let header = try? buffer.readSOCKSUDPHeader(), header.fragment == 0 else { return nil }
+        }
+        guard buffer.readableBytes == payloadLength else { return nil }
+        return buffer.withUnsafeReadableBytes { ProbePayload.parse($0) }
     }
 
     func flush() {
@@ -67,16 +93,8 @@ final class UDPProbeHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let now = monotonicNanoseconds()
-        let buffer = unwrapInboundIn(data).data
-        let readable = buffer.readableBytes
-        let peek = buffer.getBytes(at: buffer.readerIndex, length: min(readable, Self.peekLength)) ?? []
-        var offset = 0
-        if headerLength > 0 {
-            guard let parsed = try? SOCKS5.parseUDPDatagram(peek) else { strays += 1; return }
-            offset = parsed.payloadOffset
-        }
-        guard readable - offset == payloadLength,
-              let probe = ProbePayload.parse(peek[offset...]) else {
+        guard let probe = Self.probe(in: unwrapInboundIn(data).data, expectsHeader: expectsHeader,
+                                     payloadLength: payloadLength) else {
             strays += 1
             return
         }
@@ -105,14 +123,17 @@ final class UDPFlow {
     static func open(on eventLoop: EventLoop, path: UDPPath, payloadLength: Int) async throws -> UDPFlow {
         switch path {
         case .direct(let target):
-            let handler = UDPProbeHandler(socksHeader: [], payloadLength: payloadLength)
+            let handler = UDPProbeHandler(socksHeader: nil, payloadLength: payloadLength)
             let destination = try socketAddress(target)
             let channel = try await bind(on: eventLoop, like: target, handler: handler, payloadLength: payloadLength)
             try await eventLoop.submit { handler.destination = destination }.get()
             return UDPFlow(channel: channel, control: nil, handler: handler)
 
         case .socks(let server, let credentials, let target):
-            let handler = UDPProbeHandler(socksHeader: try SOCKS5.udpHeader(to: target), payloadLength: payloadLength)
+            // RFC 1928 section 7: every datagram to the relay starts with the target's address.
+            let header = SOCKSUDPHeader(address: try target.socksAddress())
+            try SOCKSUDPHeader.checkEncodable(header.address)
+            let handler = UDPProbeHandler(socksHeader: header, payloadLength: payloadLength)
             let channel = try await bind(on: eventLoop, like: server, handler: handler, payloadLength: payloadLength)
             do {
                 // RFC 1928 section 7: DST in the request is the address the client will send from.
