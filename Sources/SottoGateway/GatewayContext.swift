@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Logging
 import NIOCore
 import SottoConfig
@@ -66,9 +71,3 @@ final class GatewayContext {
             listeners: listeners, counters: counters.dictionary, tunnels: tunnels)
     }
 }
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif

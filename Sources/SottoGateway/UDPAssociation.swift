@@ -167,7 +167,13 @@ final class UDPAssociation: ChannelInboundHandler {
             gateway.logger.info("dropping a direct UDP datagram to a domain name: send to an IP address")
             return
         }
-        directPeers[address] = destination
+        if directPeers[address] == nil {
+            guard directPeers.count < Self.maxFlows else {
+                gateway.counters.udpFlowLimitDropped += 1
+                return
+            }
+            directPeers[address] = destination
+        }
         channel?.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: payload), promise: nil)
     }
 
