@@ -31,6 +31,14 @@ let package = Package(
                 .product(name: "NIOSOCKS", package: "swift-nio-extras"),
             ]
         ),
+        // Tor control-port protocol, sans-I/O: reply parser, commands, SAFECOOKIE, auth state machine.
+        .target(
+            name: "TorControl",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         // The TOML configuration, parsed and validated into plain structs.
         .target(
             name: "SottoConfig",
@@ -75,6 +83,9 @@ let package = Package(
                     dependencies: ["SottoSOCKS", .product(name: "NIOCore", package: "swift-nio"),
                                    .product(name: "NIOSOCKS", package: "swift-nio-extras")]),
         .testTarget(name: "SottoConfigTests", dependencies: ["SottoConfig"]),
+        .testTarget(name: "TorControlTests",
+                    dependencies: ["TorControl", .product(name: "NIOCore", package: "swift-nio"),
+                                   .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "SottoGatewayTests", dependencies: ["SottoGateway", "SottoTunnel", "SottoConfig", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOSOCKS", package: "swift-nio-extras"), .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "SottoBenchTests",
