@@ -53,13 +53,12 @@ def testnet(request: pytest.FixtureRequest):
     left = tornet.tor_pids(folder)
     METRICS["tor-testnet.sh down"] = f"{down_seconds:.1f} s"
     METRICS["whole cycle (up, tests, down)"] = f"{time.monotonic() - started:.1f} s"
-    METRICS["network folder"] = str(folder)
     if left:
         pytest.fail(f"tor processes left after 'down': {left}\n{down_output}", pytrace=False)
     if not given and request.session.testsfailed == 0 and not os.environ.get("SOTTO_E2E_KEEP"):
         shutil.rmtree(folder, ignore_errors=True)
     else:
-        METRICS["network folder"] += " (kept)"
+        METRICS["network folder (kept)"] = str(folder)
 
 
 class _Body(http.server.BaseHTTPRequestHandler):
