@@ -191,14 +191,19 @@ final class TunnelSession: ChannelInboundHandler {
         var bytes = unwrapInboundIn(data)
         if case .refusing = state { return }
         if case .closed = state { return }
-        inbound.writeBuffer(&bytes)
         lastReceived = now
-        while inbound.readableBytes >= cellSize, let block = inbound.readBytes(length: cellSize) {
-            receiveBlock(block)
-            if case .refusing = state { break }
-            if case .closed = state { break }
+        // Whole cells are taken straight from the read; only a partial cell is kept over.
+        if inbound.readableBytes > 0 {
+            inbound.writeBuffer(&bytes)
+            swap(&inbound, &bytes)
+            inbound.clear()
         }
-        inbound.discardReadBytes()
+        while bytes.readableBytes >= cellSize, let block = bytes.readBytes(length: cellSize) {
+            receiveBlock(block)
+            if case .refusing = state { return }
+            if case .closed = state { return }
+        }
+        if bytes.readableBytes > 0 { inbound.writeBuffer(&bytes) }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -282,10 +287,11 @@ final class TunnelSession: ChannelInboundHandler {
     private func receiveCell(_ block: [UInt8]) {
         let cell: Cell
         do {
-            guard var opener = opener else { return }
-            let plaintext = try opener.open(block)
-            self.opener = opener
-            cell = try CellCodec.decode(plaintext)
+            guard opener != nil else { return }
+            // Opened in place into a reused buffer: no allocation per cell on this path.
+            receiveScratch.removeAll(keepingCapacity: true)
+            try opener!.open(block, appendingTo: &receiveScratch)
+            cell = try receiveScratch.withUnsafeBytes { try CellCodec.decode($0) }
         } catch {
             // A cell that does not authenticate means the stream was tampered with (forged,
             // replayed, reordered or truncated cells): nothing after it can be trusted.
@@ -570,6 +576,7 @@ final class TunnelSession: ChannelInboundHandler {
     /// 64 KiB), which costs far less than one write per cell.
     private static let wireBatchLimit = 64 * 1024
     private var wireBatch: [UInt8] = []
+    private var receiveScratch: [UInt8] = []
     private lazy var plaintextScratch = [UInt8](repeating: 0, count: cellSize - TunnelConstants.tagSize)
 
     private func writeBatch() {
