@@ -155,6 +155,11 @@ public final class ManagedTor: Sendable {
         forwarder.cancel()
     }
 
+    /// Whether tor, once exited, was killed by SIGKILL (it ignored or never got SIGTERM).
+    var wasKilled: Bool {
+        !process.isRunning && process.terminationReason == .uncaughtSignal && process.terminationStatus == SIGKILL
+    }
+
     /// True while the tor process has not exited.
     public var isRunning: Bool { process.isRunning }
 
