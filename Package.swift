@@ -49,7 +49,7 @@ let package = Package(
         .target(
             name: "SottoGateway",
             dependencies: [
-                "SottoTunnel", "SottoSOCKS", "SottoConfig",
+                "SottoTunnel", "SottoSOCKS", "SottoConfig", "TorControl",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSOCKS", package: "swift-nio-extras"),
@@ -57,10 +57,11 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        .target(name: "TorTestnet"),
         .executableTarget(
             name: "sotto",
             dependencies: [
-                "SottoGateway", "SottoConfig", "SottoTunnel",
+                "SottoGateway", "SottoConfig", "SottoTunnel", "TorTestnet",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -77,6 +78,7 @@ let package = Package(
             ],
             path: "Benchmarks/sotto-bench"
         ),
+        .testTarget(name: "TorTestnetTests", dependencies: ["TorTestnet"]),
         .testTarget(name: "SottoTunnelTests",
                     dependencies: ["SottoTunnel", .product(name: "Crypto", package: "swift-crypto")],
                     resources: [.copy("Fixtures")]),

@@ -17,7 +17,7 @@ struct ConfigParser {
         self.home = home
     }
 
-    private static let topLevelKeys = ["state_dir", "log_level", "socks", "tunnel", "profile", "peer", "forward", "service"]
+    private static let topLevelKeys = ["state_dir", "log_level", "socks", "tunnel", "tor", "profile", "peer", "forward", "service"]
     /// A key file holds one line of base64; anything much bigger is the wrong file.
     private static let maximumKeyFileSize = 4096
 
@@ -44,9 +44,10 @@ struct ConfigParser {
         }
         let socks = try top.subtable("socks").map { try parseSOCKS($0) }
         let tunnel = try top.subtable("tunnel").map { try parseTunnel($0) } ?? .defaults
+        let tor = try top.subtable("tor").map { try parseTor($0) } ?? .defaults
         let profiles = try parseProfiles(top.tableArray("profile"))
         var config = SottoConfig(file: file, stateDir: stateDir, logLevel: logLevel, socks: socks, tunnel: tunnel,
-                                 profiles: profiles)
+                                 tor: tor, profiles: profiles)
         if socks != nil, profiles.isEmpty {
             throw ConfigError(file: file, key: "socks",
                               message: "a SOCKS server needs at least one [[profile]] to give its clients")
@@ -99,6 +100,80 @@ struct ConfigParser {
                                                     default: d.maxReconnectDelaySeconds),
             udpFlowIdleSeconds: try r.seconds("udp_flow_idle_seconds", maximum: day, default: d.udpFlowIdleSeconds),
             streamWindow: UInt32(try r.int("stream_window", in: 1...Int(UInt32.max), default: Int(d.streamWindow))))
+    }
+
+    // MARK: [tor]
+
+    private mutating func parseTor(_ table: TOMLTable) throws -> TorSettings {
+        let r = TableReader(table: table, path: "tor", displayName: "[tor]", file: file)
+        try r.rejectUnknownKeys(allowed: [
+            "control", "control_password_file", "cookie_file", "socks", "tor_path", "torrc_include",
+            "restart_delay_seconds",
+        ])
+        var settings = TorSettings()
+        if let control = try r.string("control") {
+            if control.hasPrefix("unix:") {
+                let path = String(control.dropFirst("unix:".count))
+                guard path.hasPrefix("/") else {
+                    throw r.error("control", "expected unix:/ABSOLUTE/PATH, got '\(control)'")
+                }
+                settings.control = .unix(path)
+            } else {
+                do {
+                    let address = try HostPort.parse(control)
+                    guard address.port != 0 else { throw r.error("control", "port 0 cannot be connected to") }
+                    settings.control = .tcp(address)
+                } catch let error as HostPort.ParseError {
+                    throw r.error("control", error.description + " (or write unix:/PATH for a Unix socket)")
+                }
+            }
+        }
+        let managedOnly = ["tor_path", "torrc_include"]
+        let externalOnly = ["control_password_file", "cookie_file", "socks"]
+        for key in (settings.control == nil ? externalOnly : managedOnly) where r.has(key) {
+            throw r.error(key, settings.control == nil
+                ? "applies only to an external tor (set 'control' to use one); without 'control' Sotto starts its own tor"
+                : "applies only to the tor Sotto starts itself (without 'control'); this gateway uses the tor at \(settings.control!)")
+        }
+        if r.has("control_password_file") {
+            let path = try filePath(r, "control_password_file")
+            let contents: FileAccess.Contents
+            switch FileAccess.readFile(path: path, limit: Self.maximumKeyFileSize) {
+            case .success(let c): contents = c
+            case .failure(let failure): throw r.error("control_password_file", "cannot read \(path): \(failure)")
+            }
+            guard let text = String(validatingUTF8Bytes: contents.bytes)?.trimmingASCIIWhitespace(), !text.isEmpty else {
+                throw r.error("control_password_file", "\(path): expected the control port password as one line of text")
+            }
+            if contents.mode & 0o044 != 0 {
+                warnings.append("\(self.file): \(r.keyPath("control_password_file")): \(path) is readable by group or "
+                    + "others (mode \(SottoConfig.octal(contents.mode))); run chmod 600 on it")
+            }
+            settings.controlPassword = text
+        }
+        if r.has("cookie_file") { settings.cookieFile = try filePath(r, "cookie_file") }
+        if let socks = try r.string("socks") {
+            settings.socks = try loopbackListen(r, "socks", text: socks, what: "tor's SocksPort")
+            guard settings.socks!.port != 0 else { throw r.error("socks", "port 0 cannot be connected to") }
+        }
+        if let torPath = try r.string("tor_path") {
+            guard !torPath.isEmpty else { throw r.error("tor_path", "must not be empty") }
+            settings.torPath = torPath.contains("/") ? try filePath(r, "tor_path") : torPath
+        }
+        if r.has("torrc_include") { settings.torrcInclude = try filePath(r, "torrc_include") }
+        settings.restartDelaySeconds = try r.seconds("restart_delay_seconds", maximum: 3600,
+                                                     default: settings.restartDelaySeconds)
+        return settings
+    }
+
+    /// A path value: `~` expanded, relative to the config file's folder.
+    private func filePath(_ r: TableReader, _ key: String) throws -> String {
+        let written = try r.requiredString(key)
+        guard !written.isEmpty else { throw r.error(key, "must not be empty") }
+        guard let expanded = Paths.expandTilde(written, home: home) else {
+            throw r.error(key, "only '~' and '~/...' are expanded in '\(written)'")
+        }
+        return Paths.resolve(expanded, against: baseDirectory)
     }
 
     // MARK: [[profile]]
@@ -154,7 +229,10 @@ struct ConfigParser {
         var paths: [String] = []
         for (index, table) in tables.enumerated() {
             var r = TableReader(table: table, path: "peer[\(index + 1)]", displayName: "[[peer]] #\(index + 1)", file: file)
-            try r.rejectUnknownKeys(allowed: ["name", "address", "public_key", "public_key_file", "psk", "psk_file", "cell_size"])
+            try r.rejectUnknownKeys(allowed: [
+                "name", "address", "public_key", "public_key_file", "psk", "psk_file", "cell_size", "client_auth_key",
+                "client_auth_key_file",
+            ])
             let name = try r.requiredString("name")
             try checkName(name, r)
             r.path += " '\(name)'"
@@ -173,7 +251,16 @@ struct ConfigParser {
             let publicKey = try key(r, inline: "public_key", file: "public_key_file", isSecret: false)
             let psk = try key(r, inline: "psk", file: "psk_file", isSecret: true)
             let cellSize = try cellSize(r)
-            peers.append(Peer(name: name, address: address, publicKey: publicKey, psk: psk, cellSize: cellSize))
+            var clientAuthKey: [UInt8]?
+            if r.has("client_auth_key") || r.has("client_auth_key_file") {
+                guard case .onion = address else {
+                    throw r.error(r.has("client_auth_key") ? "client_auth_key" : "client_auth_key_file",
+                                  "client authorization applies only to a peer at a .onion address")
+                }
+                clientAuthKey = try key(r, inline: "client_auth_key", file: "client_auth_key_file", isSecret: true)
+            }
+            peers.append(Peer(name: name, address: address, publicKey: publicKey, psk: psk, cellSize: cellSize,
+                              clientAuthKey: clientAuthKey))
             paths.append(r.path)
         }
         return peers
@@ -231,7 +318,7 @@ struct ConfigParser {
                                 file: file)
             try r.rejectUnknownKeys(allowed: [
                 "name", "profile", "listen", "private_key", "private_key_file", "psk", "psk_file", "cell_size", "expose",
-                "max_tunnels", "max_flows_per_tunnel",
+                "max_tunnels", "max_flows_per_tunnel", "onion_port", "onion_key_file", "client_auth",
             ])
             let name = try r.requiredString("name")
             try checkName(name, r)
@@ -240,11 +327,31 @@ struct ConfigParser {
                 throw r.error("name", "duplicate service name '\(name)' (also \(paths[first]))")
             }
             let profile = try profileName(r, config: config)
+            let anonymizer = config.profile(named: profile)?.anonymizer ?? .none
             let listen: HostPort
-            do {
-                listen = try HostPort.parse(r.requiredString("listen"))
-            } catch let error as HostPort.ParseError {
-                throw r.error("listen", error.description)
+            if anonymizer == .none {
+                do {
+                    listen = try HostPort.parse(r.requiredString("listen"))
+                } catch let error as HostPort.ParseError {
+                    throw r.error("listen", error.description)
+                }
+            } else if let text = try r.string("listen") {
+                // Anything but loopback would let the tunnel be reached around the anonymizer.
+                listen = try loopbackListen(r, "listen", text: text, what: "a \(anonymizer.rawValue) service's tunnel listener")
+            } else {
+                listen = HostPort(host: "127.0.0.1", port: 0)
+            }
+            let torOnly = ["onion_port", "onion_key_file", "client_auth"]
+            for key in torOnly where anonymizer != .tor && r.has(key) {
+                throw r.error(key, "applies only to a service whose profile uses anonymizer 'tor' (profile '\(profile)' uses '\(anonymizer.rawValue)')")
+            }
+            let onionPort = try r.int("onion_port", in: 1...65535, default: Service.defaultOnionPort)
+            let onionKeyFile = r.has("onion_key_file") ? try filePath(r, "onion_key_file") : nil
+            var clientAuth: [[UInt8]] = []
+            for (index, text) in (try r.stringArray("client_auth") ?? []).enumerated() {
+                let key = try Self.decodeKey(text) { r.error("client_auth[\(index + 1)]", $0 + " (a client's X25519 public key)") }
+                if clientAuth.contains(key) { throw r.error("client_auth[\(index + 1)]", "duplicate client key") }
+                clientAuth.append(key)
             }
             let privateKey = try key(r, inline: "private_key", file: "private_key_file", isSecret: true)
             let psk = try key(r, inline: "psk", file: "psk_file", isSecret: true)
@@ -254,7 +361,8 @@ struct ConfigParser {
                 name: name, profile: profile, listen: listen, privateKey: privateKey, psk: psk, cellSize: cellSize,
                 exposes: exposes,
                 maxTunnels: try r.int("max_tunnels", in: 1...1_000_000, default: 64),
-                maxFlowsPerTunnel: try r.int("max_flows_per_tunnel", in: 1...1_000_000, default: 256)))
+                maxFlowsPerTunnel: try r.int("max_flows_per_tunnel", in: 1...1_000_000, default: 256),
+                onionPort: onionPort, onionKeyFile: onionKeyFile, clientAuth: clientAuth))
             paths.append(r.path)
         }
         return services
@@ -370,12 +478,7 @@ struct ConfigParser {
             if isSecret { inlineSecretKeys.append(r.keyPath(inline)) }
             return try Self.decodeKey(text) { r.error(inline, $0) }
         case (false, true):
-            let written = try r.requiredString(fileKey)
-            guard !written.isEmpty else { throw r.error(fileKey, "must not be empty") }
-            guard let expanded = Paths.expandTilde(written, home: home) else {
-                throw r.error(fileKey, "only '~' and '~/...' are expanded in '\(written)'")
-            }
-            let path = Paths.resolve(expanded, against: baseDirectory)
+            let path = try filePath(r, fileKey)
             let contents: FileAccess.Contents
             switch FileAccess.readFile(path: path, limit: Self.maximumKeyFileSize) {
             case .success(let c): contents = c

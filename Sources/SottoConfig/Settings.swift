@@ -33,6 +33,54 @@ public struct SOCKSSettings: Sendable, Equatable {
     }
 }
 
+/// Where an external tor's control port is: `[tor] control`.
+public enum TorControlAddress: Sendable, Equatable, CustomStringConvertible {
+    case tcp(HostPort)
+    /// `unix:/run/tor/control`
+    case unix(String)
+
+    public var description: String {
+        switch self {
+        case .tcp(let hostPort): return hostPort.description
+        case .unix(let path): return "unix:\(path)"
+        }
+    }
+}
+
+/// `[tor]`: which tor the gateway drives. Without `control`, Sotto starts and owns a tor of its
+/// own ("managed"); with it, Sotto uses a running tor and never starts one.
+public struct TorSettings: Sendable, Equatable {
+    /// nil: managed tor.
+    public var control: TorControlAddress?
+    /// HASHEDPASSWORD authentication to an external tor (read from `control_password_file`).
+    public var controlPassword: String?
+    /// Where to read the auth cookie when tor's PROTOCOLINFO names a path this process cannot see.
+    public var cookieFile: String?
+    /// An external tor's SocksPort; nil: asked from tor (`GETINFO net/listeners/socks`).
+    public var socks: HostPort?
+    /// Managed: the tor binary (a name is looked up in PATH).
+    public var torPath: String
+    /// Managed: a torrc fragment included into the generated torrc (`%include`), e.g. the
+    /// private test network's `gateway.torrc`.
+    public var torrcInclude: String?
+    /// Seconds between attempts to reach tor again (restart a managed one, reconnect an external one).
+    public var restartDelaySeconds: Double
+
+    public init(control: TorControlAddress? = nil, controlPassword: String? = nil, cookieFile: String? = nil,
+                socks: HostPort? = nil, torPath: String = "tor", torrcInclude: String? = nil,
+                restartDelaySeconds: Double = 2) {
+        self.control = control
+        self.controlPassword = controlPassword
+        self.cookieFile = cookieFile
+        self.socks = socks
+        self.torPath = torPath
+        self.torrcInclude = torrcInclude
+        self.restartDelaySeconds = restartDelaySeconds
+    }
+
+    public static let defaults = TorSettings()
+}
+
 /// `[tunnel]`: timers and limits shared by every tunnel of this gateway.
 public struct TunnelSettings: Sendable, Equatable {
     public var keepaliveSeconds: Double
@@ -111,13 +159,26 @@ public struct Peer: Sendable, Equatable {
     /// The service's pre-shared key (32 bytes).
     public var psk: [UInt8]
     public var cellSize: Int
+    /// The X25519 private key for an onion service with client authorization (ClientAuthV3).
+    public var clientAuthKey: [UInt8]?
 
-    public init(name: String, address: PeerAddress, publicKey: [UInt8], psk: [UInt8], cellSize: Int = 514) {
+    public init(name: String, address: PeerAddress, publicKey: [UInt8], psk: [UInt8], cellSize: Int = 514,
+                clientAuthKey: [UInt8]? = nil) {
         self.name = name
         self.address = address
         self.publicKey = publicKey
         self.psk = psk
         self.cellSize = cellSize
+        self.clientAuthKey = clientAuthKey
+    }
+
+    /// The port the entry side connects to: the one the address names, or a service's default
+    /// onion / I2P port.
+    public var remotePort: Int {
+        switch address {
+        case .hostPort(let hostPort): return hostPort.port
+        case .onion(_, let port), .i2p(_, let port): return port ?? Service.defaultOnionPort
+        }
     }
 }
 
@@ -167,9 +228,21 @@ public struct Service: Sendable, Equatable {
     public var exposes: [Expose]
     public var maxTunnels: Int
     public var maxFlowsPerTunnel: Int
+    /// Tor: the onion service's virtual port (peers write `xxxx.onion:PORT`, or nothing for this default).
+    public var onionPort: Int
+    /// Tor: where the onion service's ED25519-V3 key is kept (0600), created on first start.
+    public var onionKeyFile: String?
+    /// Tor: X25519 public keys of the clients allowed in (ClientAuthV3); empty: no client authorization.
+    public var clientAuth: [[UInt8]]
+
+    public static let defaultOnionPort = 443
 
     public init(name: String, profile: String, listen: HostPort, privateKey: [UInt8], psk: [UInt8],
-                cellSize: Int = 514, exposes: [Expose], maxTunnels: Int = 64, maxFlowsPerTunnel: Int = 256) {
+                cellSize: Int = 514, exposes: [Expose], maxTunnels: Int = 64, maxFlowsPerTunnel: Int = 256,
+                onionPort: Int = Service.defaultOnionPort, onionKeyFile: String? = nil, clientAuth: [[UInt8]] = []) {
+        self.onionPort = onionPort
+        self.onionKeyFile = onionKeyFile
+        self.clientAuth = clientAuth
         self.name = name
         self.profile = profile
         self.listen = listen

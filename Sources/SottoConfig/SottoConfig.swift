@@ -13,6 +13,7 @@ public struct SottoConfig: Sendable {
     public var logLevel: String
     public var socks: SOCKSSettings?
     public var tunnel: TunnelSettings
+    public var tor: TorSettings
     public var profiles: [Profile]
     public var peers: [Peer]
     public var forwards: [Forward]
@@ -30,13 +31,14 @@ public struct SottoConfig: Sendable {
     public static let cellSizeRange = 128...16384
 
     public init(file: String, stateDir: String, logLevel: String = SottoConfig.defaultLogLevel,
-                socks: SOCKSSettings? = nil, tunnel: TunnelSettings = .defaults, profiles: [Profile] = [],
+                socks: SOCKSSettings? = nil, tunnel: TunnelSettings = .defaults, tor: TorSettings = .defaults, profiles: [Profile] = [],
                 peers: [Peer] = [], forwards: [Forward] = [], services: [Service] = [], warnings: [String] = []) {
         self.file = file
         self.stateDir = stateDir
         self.logLevel = logLevel
         self.socks = socks
         self.tunnel = tunnel
+        self.tor = tor
         self.profiles = profiles
         self.peers = peers
         self.forwards = forwards
@@ -71,6 +73,18 @@ public struct SottoConfig: Sendable {
 
     public func service(named name: String) -> Service? {
         services.first { $0.name == name }
+    }
+
+    /// Whether anything this gateway runs (SOCKS, forwards, services) uses a profile of `anonymizer`.
+    public func uses(_ anonymizer: Anonymizer) -> Bool {
+        let names = Set(profiles.filter { $0.anonymizer == anonymizer }.map(\.name))
+        guard !names.isEmpty else { return false }
+        return socks != nil || forwards.contains { names.contains($0.profile) } || services.contains { names.contains($0.profile) }
+    }
+
+    /// Where a service's onion key lives: `onion_key_file`, or `state_dir/onion/NAME.key`.
+    public func onionKeyPath(for service: Service) -> String {
+        service.onionKeyFile ?? stateDir + "/onion/" + service.name + ".key"
     }
 
     /// Reads and parses the file at `path`; relative `*_file` paths resolve against its folder.

@@ -192,6 +192,15 @@ final class EntryTunnel: TunnelSessionDelegate {
         }
     }
 
+    /// The anonymizer came back: try at once, with the backoff reset, if anything waits.
+    func retryNow() {
+        backoff = .milliseconds(500)
+        guard reconnectTask != nil else { return }
+        reconnectTask?.cancel()
+        reconnectTask = nil
+        ensureConnecting()
+    }
+
     func tunnelEstablished(_ session: TunnelSession) {
         connecting = false
         backoff = .milliseconds(500)

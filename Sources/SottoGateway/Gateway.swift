@@ -19,13 +19,13 @@ public final class Gateway: ServiceLifecycle.Service, @unchecked Sendable {
     /// Refuses configurations this build cannot run safely, before anything listens: a profile
     /// whose anonymizer is missing must not start at all rather than fall back to a weaker path.
     public static func validate(_ config: SottoConfig) throws {
-        for profile in config.profiles where profile.anonymizer != .none {
+        for profile in config.profiles where profile.anonymizer == .i2p {
             let users = config.forwards.contains { $0.profile == profile.name }
                 || config.services.contains { $0.profile == profile.name }
                 || config.socks != nil
             if users {
                 throw GatewayError.invalid(
-                    "\(config.file): profile '\(profile.name)': anonymizer '\(profile.anonymizer.rawValue)' is not available in this build yet; refusing to start rather than carry its traffic another way")
+                    "\(config.file): profile '\(profile.name)': anonymizer 'i2p' is not available in this build yet; refusing to start rather than carry its traffic another way")
             }
         }
         for profile in config.profiles where profile.shaping != .off {
@@ -56,6 +56,7 @@ public final class Gateway: ServiceLifecycle.Service, @unchecked Sendable {
             try? await group.shutdownGracefully()
             throw error
         }
+        if let tor = gateway.tor { tor.start() }
         logger.notice("sotto ready", metadata: ["listeners": "\(gateway.listeners.joined(separator: ", "))"])
         do {
             try await gracefulShutdown()
@@ -65,6 +66,7 @@ public final class Gateway: ServiceLifecycle.Service, @unchecked Sendable {
             for service in gateway.exitServices { service.stop() }
             for tunnel in gateway.entryTunnels.values { tunnel.shutdown() }
         }.get()
+        if let tor = gateway.tor { await tor.stop() }
         for channel in channels { try? await channel.close() }
         try? FileManager.default.removeItem(atPath: statusSocketPath)
         try? await group.shutdownGracefully()
@@ -95,10 +97,19 @@ public final class Gateway: ServiceLifecycle.Service, @unchecked Sendable {
     /// than none.
     private func start(_ gateway: GatewayContext) -> EventLoopFuture<[Channel]> {
         var futures: [EventLoopFuture<Channel>] = []
+        if config.uses(.tor) {
+            let tor = TorRuntime(config: config, loop: gateway.loop, logger: logger)
+            tor.onReady.append { [weak gateway] in gateway?.anonymizerReady(.tor) }
+            gateway.tor = tor
+        }
         for service in config.services {
             let exit = ExitService(service: service, gateway: gateway)
             gateway.exitServices.append(exit)
+            let anonymizer = config.profile(named: service.profile)?.anonymizer ?? .none
             futures.append(exit.start().explainFailure("exit service '\(service.name)' tunnel listener \(service.listen)").map { channel in
+                if anonymizer == .tor, let tor = gateway.tor, let port = channel.localAddress?.port {
+                    tor.addOnionService(service, localPort: port)
+                }
                 gateway.listeners.append("service \(service.name) tunnel listener \(Self.bound(channel, service.listen))")
                 self.logger.notice("exit service '\(service.name)' accepting tunnels on \(Self.bound(channel, service.listen))",
                                    metadata: ["exposes": "\(service.exposes.map { "\($0.proto.rawValue) \($0.virtualPort) -> \($0.target)" })"])

@@ -19,6 +19,8 @@ final class GatewayContext {
     private(set) var entryTunnels: [String: EntryTunnel] = [:]
     var exitServices: [ExitService] = []
     var listeners: [String] = []
+    /// The gateway's tor, when anything it runs uses a tor profile.
+    var tor: TorRuntime?
 
     init(config: SottoConfig, loop: EventLoop, logger: Logger) {
         self.config = config
@@ -27,13 +29,19 @@ final class GatewayContext {
         self.router = Router(config: config)
     }
 
-    /// The transport a profile's tunnels use. Only `none` exists in this build; the others are
-    /// refused at start-up (see `Gateway.validate`), never replaced by a weaker path.
+    /// The transport a profile's tunnels use; nil when this gateway cannot drive its anonymizer
+    /// (refused at start-up, see `Gateway.validate`), never replaced by a weaker path.
     func transport(for profile: Profile) -> TunnelTransport? {
         switch profile.anonymizer {
         case .none: return DirectTCPTransport()
-        case .tor, .i2p: return nil
+        case .tor: return tor.map { TorTransport(runtime: $0, profile: profile) }
+        case .i2p: return nil
         }
+    }
+
+    /// tor is ready (again): tunnels waiting for it connect now instead of at their next backoff.
+    func anonymizerReady(_ anonymizer: Anonymizer) {
+        for tunnel in entryTunnels.values where tunnel.profile.anonymizer == anonymizer { tunnel.retryNow() }
     }
 
     /// The one tunnel of a (profile, peer) pair, created on first use.
@@ -68,6 +76,10 @@ final class GatewayContext {
         return StatusSnapshot(
             pid: getpid(), uptimeSeconds: Double((NIODeadline.now() - startedAt).nanoseconds) / 1e9,
             profiles: config.profiles.map { "\($0.name) (\($0.anonymizer.rawValue), shaping \($0.shaping.rawValue))" },
-            listeners: listeners, counters: counters.dictionary, tunnels: tunnels)
+            listeners: listeners, counters: counters.dictionary, tor: tor.map { tor in
+                StatusSnapshot.Tor(mode: tor.mode, state: tor.phase.rawValue, detail: tor.stateDescription,
+                                   bootstrapProgress: tor.progress, socks: tor.socksAddress.map { "\($0)" },
+                                   restarts: tor.restarts, onionServices: tor.published)
+            }, tunnels: tunnels)
     }
 }

@@ -10,6 +10,9 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var partner: RelayHandler?
     private var context: ChannelHandlerContext?
     private var pendingRead = false
+    /// What the partner read before this side joined its pipeline (bytes a SOCKS server sent right
+    /// behind its reply): written as soon as it joins.
+    private var early: [NIOAny] = []
 
     /// Two handlers that relay into each other; add one to each channel.
     static func pair() -> (RelayHandler, RelayHandler) {
@@ -19,14 +22,22 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         return (a, b)
     }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        guard !early.isEmpty else { return }
+        for data in early { context.write(data, promise: nil) }
+        early = []
+        context.flush()
+    }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
         partner = nil
     }
 
-    private func partnerWrite(_ data: NIOAny) { context?.write(data, promise: nil) }
+    private func partnerWrite(_ data: NIOAny) {
+        if let context { context.write(data, promise: nil) } else if partner != nil { early.append(data) }
+    }
     private func partnerFlush() { context?.flush() }
     private var partnerWritable: Bool { context?.channel.isWritable ?? false }
 

@@ -7,6 +7,9 @@ enum Route: Equatable {
     case peer(name: String, virtualPort: Int)
     /// Straight to host:port, outside any tunnel (anonymizer `none` with `allow_direct`).
     case direct(host: String, port: Int)
+    /// An ordinary stream through the profile's anonymizer (tor: out of a tor exit, or to an onion
+    /// service that is no peer); the name is resolved by the anonymizer, never here.
+    case anonymized(host: String, port: Int)
     /// Refused, with the SOCKS reply that says why and a message for the log.
     case refused(RouteRefusal)
 }
@@ -54,9 +57,14 @@ struct Router {
                     "\(host):\(port) is no peer of this gateway and profile '\(profile.name)' does not allow direct connections"))
             }
             return .direct(host: host, port: port)
-        case .tor, .i2p:
+        case .tor:
+            if Self.isI2PName(host) {
+                return .refused(.notAllowed("\(host) is an I2P name; profile '\(profile.name)' uses tor, which cannot reach it"))
+            }
+            return .anonymized(host: host, port: port)
+        case .i2p:
             return .refused(.anonymizerUnavailable(
-                "profile '\(profile.name)' uses anonymizer \(profile.anonymizer.rawValue), which this build cannot drive yet; refusing rather than sending \(host):\(port) another way"))
+                "profile '\(profile.name)' uses anonymizer i2p, which this build cannot drive yet; refusing rather than sending \(host):\(port) another way"))
         }
     }
 
@@ -67,6 +75,12 @@ struct Router {
         return lower.hasSuffix(".onion") || lower.hasSuffix(".i2p") || lower == "onion" || lower == "i2p"
     }
 
+    static func isI2PName(_ host: String) -> Bool {
+        var lower = host.lowercased()
+        if lower.hasSuffix(".") { lower.removeLast() }
+        return lower.hasSuffix(".i2p") || lower == "i2p"
+    }
+
     /// Whether a profile's anonymizer can carry a tunnel to a peer; nil when it can.
     func reachability(of peer: Peer, profile: Profile) -> RouteRefusal? {
         switch (profile.anonymizer, peer.address) {
@@ -74,7 +88,11 @@ struct Router {
             return nil
         case (.none, _):
             return .notAllowed("peer '\(peer.name)' has an anonymous address and profile '\(profile.name)' uses anonymizer none")
-        case (.tor, _), (.i2p, _):
+        case (.tor, .onion), (.tor, .hostPort):
+            return nil
+        case (.tor, .i2p):
+            return .notAllowed("peer '\(peer.name)' has an I2P address and profile '\(profile.name)' uses tor")
+        case (.i2p, _):
             return .anonymizerUnavailable(
                 "profile '\(profile.name)' uses anonymizer \(profile.anonymizer.rawValue), which this build cannot drive yet")
         }

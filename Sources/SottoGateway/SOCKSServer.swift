@@ -159,6 +159,8 @@ final class SOCKSSessionHandler: ChannelInboundHandler, RemovableChannelHandler 
             refuse(context: context, refusal.socksReply, refusal.description)
         case .direct(let host, let port):
             connectDirect(context: context, host: host, port: port)
+        case .anonymized(let host, let port):
+            connectThroughTor(context: context, host: host, port: port, profile: profile)
         case .peer(let peerName, let virtualPort):
             guard let tunnel = gateway.entryTunnel(profile: profile, peerName: peerName) else {
                 refuse(context: context, .serverFailure, "no tunnel for peer '\(peerName)'")
@@ -215,6 +217,32 @@ final class SOCKSSessionHandler: ChannelInboundHandler, RemovableChannelHandler 
                     self.refuse(context: context, .hostUnreachable, "direct connection to \(host):\(port) failed: \(error)")
                 }
             }
+    }
+
+    /// An ordinary stream through tor with the profile's isolation credentials; refused while
+    /// tor is not ready (fail closed), with tor's own reply code when tor refuses.
+    private func connectThroughTor(context: ChannelHandlerContext, host: String, port: Int, profile: Profile) {
+        guard let tor = gateway.tor else {
+            refuse(context: context, .networkUnreachable, "profile '\(profile.name)' uses tor and this gateway runs none")
+            return
+        }
+        let (local, remote) = RelayHandler.pair()
+        TorStreams.open(host: host, port: port, profile: profile, runtime: tor, on: context.eventLoop) { channel in
+            channel.setOption(ChannelOptions.autoRead, value: false).flatMap { channel.pipeline.addHandler(remote) }
+        }.whenComplete { [weak self] result in
+            guard let self = self else { return }
+            switch result {
+            case .success(let channel):
+                guard context.channel.isActive else { channel.close(promise: nil); return }
+                self.reply(context: context, .succeeded).whenSuccess {
+                    self.becomeStream(context: context, with: local)
+                    channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+                }
+            case .failure(let error):
+                let code = (error as? TorStreamError)?.socksReply ?? .serverFailure
+                self.refuse(context: context, code, "through tor to \(host):\(port): \(error)")
+            }
+        }
     }
 
     // MARK: UDP ASSOCIATE

@@ -74,6 +74,16 @@ struct StatusSnapshot: Codable {
     var profiles: [String]
     var listeners: [String]
     var counters: [String: Int]
+    struct Tor: Codable {
+        var mode: String           // "managed" or "external ADDRESS"
+        var state: String          // starting, bootstrapping, ready, down, stopped
+        var detail: String
+        var bootstrapProgress: Int
+        var socks: String?
+        var restarts: Int
+        var onionServices: [String: String]  // service name -> onion address
+    }
+    var tor: Tor?
     var tunnels: [Tunnel]
 }
 

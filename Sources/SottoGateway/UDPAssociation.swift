@@ -128,6 +128,10 @@ final class UDPAssociation: ChannelInboundHandler {
             flow(for: header.address, peerName: peerName, virtualPort: virtualPort)?.send(payload)
         case .direct:
             sendDirect(payload, to: header.address)
+        case .anonymized:
+            // tor carries streams only: a datagram to anything but a peer has no way to go.
+            gateway.counters.socksRefused += 1
+            gateway.logger.info("dropping a UDP datagram to \(host):\(port): profile '\(profile.name)' (\(profile.anonymizer.rawValue)) carries UDP only to peers")
         case .refused(let refusal):
             gateway.counters.socksRefused += 1
             gateway.logger.info("dropping a UDP datagram: \(refusal)")

@@ -16,7 +16,7 @@ struct Sotto: AsyncParsableCommand {
             publishes a service and delivers each flow to the local target it exposes. \
             Both are described by one TOML file: see docs/configuration.md.
             """,
-        subcommands: [Run.self, Keygen.self, Status.self, CheckConfig.self])
+        subcommands: [Run.self, Keygen.self, Status.self, CheckConfig.self, Testnet.self])
 }
 
 /// An error the tool reports as one line, without the usage text (it is no usage mistake).
@@ -79,6 +79,12 @@ struct Keygen: ParsableCommand {
             exit's [[service]], the public key and the PSK in the entry's [[peer]]. \
             With --out DIR, writes NAME.key and NAME.psk (mode 0600) and NAME.pub, for the \
             private_key_file / psk_file / public_key_file keys.
+
+            --onion (with --out) also makes the service's onion identity: NAME.onion_key (0600, \
+            the exit's onion_key_file) and NAME.onion, the address the entry's [[peer]] uses, \
+            known before tor ever runs. --client-auth (with --out) makes a tor client \
+            authorization pair: NAME.auth_key (0600, the entry's client_auth_key_file) and \
+            NAME.auth_pub (a line for the exit's client_auth list).
             """)
 
     @Option(help: "Write key files into this folder instead of printing.")
@@ -86,6 +92,18 @@ struct Keygen: ParsableCommand {
 
     @Option(help: "Base name of the files written with --out.")
     var name = "service"
+
+    @Flag(help: "Also make an onion service identity (needs --out).")
+    var onion = false
+
+    @Flag(help: "Also make a tor client authorization key pair (needs --out).")
+    var clientAuth = false
+
+    func validate() throws {
+        if (onion || clientAuth) && out == nil {
+            throw ValidationError("--onion and --client-auth write key files: give --out DIR")
+        }
+    }
 
     func run() throws {
         let pair = StaticKeyPair.generate()
@@ -117,6 +135,18 @@ struct Keygen: ParsableCommand {
         try write("\(name).key", priv, mode: 0o600)
         try write("\(name).psk", pskText, mode: 0o600)
         try write("\(name).pub", pub, mode: 0o644)
+        if onion {
+            let keyPath = (out as NSString).appendingPathComponent("\(name).onion_key")
+            let address: String
+            do { address = try OnionKeyFile.createNew(at: keyPath) } catch { throw CLIError(error) }
+            print(keyPath)
+            try write("\(name).onion", address, mode: 0o644)
+        }
+        if clientAuth {
+            let auth = StaticKeyPair.generate()
+            try write("\(name).auth_key", KeyEncoding.encode(auth.privateKey), mode: 0o600)
+            try write("\(name).auth_pub", KeyEncoding.encode(auth.publicKey), mode: 0o644)
+        }
     }
 }
 

@@ -51,7 +51,7 @@ final class ConfigValidationTests: XCTestCase {
                           "did you mean 'max_tunnels'?")
         assertConfigError("[[forward]]\nlisten = \"udp://127.0.0.1:1\"\nvia = \"x\"\n", key: "forward[1].via",
                           "unknown key 'via' in [[forward]] #1; expected one of: listen, to, profile")
-        assertConfigError("[tor]\ncontrol = \"127.0.0.1:9051\"\n", key: "tor", "unknown key 'tor' in the top level")
+        assertConfigError("[tor]\ncontrl = \"127.0.0.1:9051\"\n", key: "tor.contrl", "unknown key 'contrl' in [tor]; did you mean 'control'?")
         assertConfigError("[socks.extra]\n", key: "socks.extra", "unknown key 'extra' in [socks]")
     }
 
@@ -96,7 +96,7 @@ final class ConfigValidationTests: XCTestCase {
                           "missing key 'listen'")
         assertConfigError(Fixture.profile() + Fixture.peer() + "[[forward]]\nlisten = \"udp://127.0.0.1:1\"\n",
                           key: "forward[1].to", "missing key 'to'")
-        assertConfigError(Fixture.profile() + "[[service]]\nname = \"coap\"\n", key: "service[1] 'coap'.listen",
+        assertConfigError(Fixture.profile(anonymizer: "none") + "[[service]]\nname = \"coap\"\n", key: "service[1] 'coap'.listen",
                           "missing key 'listen'")
         assertConfigError(Fixture.profile() + "[[service]]\nname = \"coap\"\nlisten = \"127.0.0.1:1\"\npsk = \"\(Fixture.psk)\"\n",
                           key: "service[1] 'coap'.private_key", "missing key 'private_key' (or 'private_key_file')")

@@ -141,6 +141,26 @@ final class TorControlConnectionTests: XCTestCase {
         }
     }
 
+    func testTorPublishesAnIdentityWeMadeUnderTheAddressWeComputed() async throws {
+        let tor = try await startTor()
+        let identity = OnionIdentity.generate()
+        let clientKey = Base32Text.encode([UInt8](repeating: 5, count: 32))
+        let added = try AddOnionResult(reply: await tor.connection.send(
+            .addOnion(key: identity.addOnionKey, flags: [.detach, .v3Auth],
+                      ports: [OnionPort(virtualPort: 443, target: "127.0.0.1:9")], clientAuthV3: [clientKey])))
+        XCTAssertEqual(added.serviceID, identity.serviceID)
+        XCTAssertNil(added.privateKey, "tor echoed a key it was given")
+        // The same key again while the first is published: tor refuses the collision.
+        do {
+            try await tor.connection.send(.addOnion(key: identity.addOnionKey, flags: [.detach],
+                                                    ports: [OnionPort(virtualPort: 443, target: "127.0.0.1:9")]))
+            XCTFail("a second ADD_ONION with the same key succeeded")
+        } catch let error as TorReplyError {
+            XCTAssertTrue(error.message.lowercased().contains("collision"), "\(error)")
+        }
+        try await tor.connection.send(.delOnion(serviceID: identity.serviceID))
+    }
+
     func testRefusedCommandThrowsTypedErrorWithTorsTextAndTheConnectionGoesOn() async throws {
         let tor = try await startTor()
         do {
