@@ -57,11 +57,13 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        .target(name: "TorTestnet"),
+        .target(name: "TorTestnet", dependencies: ["TorControl"]),
+        .systemLibrary(name: "CLibCoAP", pkgConfig: "libcoap-3-openssl", providers: [.apt(["libcoap3-dev"])]),
+        .target(name: "SottoCoAP", dependencies: ["CLibCoAP", "SottoConfig"]),
         .executableTarget(
             name: "sotto",
             dependencies: [
-                "SottoGateway", "SottoConfig", "SottoTunnel", "TorTestnet",
+                "SottoGateway", "SottoConfig", "SottoTunnel", "TorTestnet", "SottoCoAP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -78,7 +80,8 @@ let package = Package(
             ],
             path: "Benchmarks/sotto-bench"
         ),
-        .testTarget(name: "TorTestnetTests", dependencies: ["TorTestnet"]),
+        .testTarget(name: "SottoCoAPTests", dependencies: ["SottoCoAP", "sotto"]),
+        .testTarget(name: "TorTestnetTests", dependencies: ["TorTestnet", "TorControl", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "SottoTunnelTests",
                     dependencies: ["SottoTunnel", .product(name: "Crypto", package: "swift-crypto")],
                     resources: [.copy("Fixtures")]),
@@ -89,7 +92,7 @@ let package = Package(
         .testTarget(name: "TorControlTests",
                     dependencies: ["TorControl", .product(name: "NIOCore", package: "swift-nio"),
                                    .product(name: "Crypto", package: "swift-crypto")]),
-        .testTarget(name: "SottoGatewayTests", dependencies: ["SottoGateway", "SottoTunnel", "SottoConfig", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOSOCKS", package: "swift-nio-extras"), .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "SottoGatewayTests", dependencies: ["SottoGateway", "SottoTunnel", "SottoConfig", "SottoSOCKS", "TorControl", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOSOCKS", package: "swift-nio-extras"), .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "SottoBenchTests",
             dependencies: ["sotto-bench", "SottoSOCKS", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),

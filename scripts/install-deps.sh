@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building and testing Sotto needs, and only what is missing:
 #   - Debian packages (apt-get): libcoap3 (headers, and the coap-client/coap-server binaries the
-#     end-to-end tests talk to), pkg-config, curl, python3 with venv;
+#     end-to-end tests talk to), pkg-config, curl, python3 with venv, and tor (the gateway drives
+#     it; the tests run it as a private network on 127.0.0.1). Debian's tor package would start
+#     the system tor service, which joins the PUBLIC Tor network: while apt-get runs, a
+#     policy-rc.d that answers 101 keeps invoke-rc.d from starting any service (one that exists
+#     already is left alone);
 #   - Python packages from requirements-test.txt into a virtual environment at .venv
 #     (or $SOTTO_VENV).
 # Swift itself is not installed here: it must already be on PATH (or in /opt/swift/usr/bin).
@@ -19,7 +23,7 @@ REQUIREMENTS="$ROOT/requirements-test.txt"
 say() { printf 'install-deps: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
-APT_PACKAGES=(pkg-config libcoap3-dev libcoap3-bin curl python3 python3-venv "$@")
+APT_PACKAGES=(pkg-config libcoap3-dev libcoap3-bin curl python3 python3-venv tor "$@")
 
 # --- Debian packages ---------------------------------------------------------------------------
 is_installed() {
@@ -42,8 +46,19 @@ if ((${#missing[@]})); then
     fi
     say "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    "${SUDO[@]}" apt-get update -qq </dev/null
-    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+    policy=/usr/sbin/policy-rc.d
+    made_policy=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\n# scripts/install-deps.sh: start no service while installing\nexit 101\n' |
+            "${SUDO[@]}" tee "$policy" >/dev/null
+        "${SUDO[@]}" chmod 755 "$policy"
+        made_policy=1
+    fi
+    rc=0
+    { "${SUDO[@]}" apt-get update -qq </dev/null &&
+        "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null; } || rc=$?
+    [[ $made_policy == 1 ]] && "${SUDO[@]}" rm -f "$policy"
+    [[ $rc == 0 ]] || die "apt-get failed (exit $rc) installing: ${missing[*]}"
     for pkg in "${missing[@]}"; do
         is_installed "$pkg" || die "apt-get did not install $pkg"
     done

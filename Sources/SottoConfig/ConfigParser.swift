@@ -123,6 +123,10 @@ struct ConfigParser {
                     let address = try HostPort.parse(control)
                     guard address.port != 0 else { throw r.error("control", "port 0 cannot be connected to") }
                     settings.control = .tcp(address)
+                    if !address.isLoopback {
+                        warnings.append("\(file): \(r.keyPath("control")): \(address) is not a loopback address: the control "
+                            + "port protocol is not encrypted, so the authentication and every command cross the network in clear")
+                    }
                 } catch let error as HostPort.ParseError {
                     throw r.error("control", error.description + " (or write unix:/PATH for a Unix socket)")
                 }

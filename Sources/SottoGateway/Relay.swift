@@ -24,6 +24,9 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        // The partner may have asked to read while this side had no channel to write to; a channel
+        // that was writable all along never reports a change, so do the deferred read now.
+        if context.channel.isWritable { partner?.partnerBecameWritable() }
         guard !early.isEmpty else { return }
         for data in early { context.write(data, promise: nil) }
         early = []

@@ -317,14 +317,21 @@ final class TorRuntime: @unchecked Sendable {
 
     /// `"127.0.0.1:9050"` or `"unix:/path"` as a socket address.
     static func socketAddress(_ text: String) -> SocketAddress? {
-        if text.hasPrefix("unix:") { return try? SocketAddress(unixDomainSocketPath: String(text.dropFirst(5))) }
+        if text.hasPrefix("unix:") {
+            let path = String(text.dropFirst(5))
+            return path.isEmpty ? nil : try? SocketAddress(unixDomainSocketPath: path)
+        }
         guard let hostPort = try? HostPort.parse(text) else { return nil }
         return try? SocketAddress(ipAddress: hostPort.host, port: hostPort.port)
     }
 
-    /// The first of a space-separated list of quoted strings (`GETINFO net/listeners/socks`).
+    /// The first of a space-separated list of QuotedStrings (`GETINFO net/listeners/socks`,
+    /// control-spec 2.1.1: a path may hold spaces and escapes).
     static func firstQuoted(_ value: String) -> String? {
-        value.split(separator: " ").first.map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
+        if value.hasPrefix("\"") {
+            return try? QuotedString.decode(Array(value.utf8), from: 0, context: value).0
+        }
+        return value.split(separator: " ").first.map(String.init)
     }
 }
 

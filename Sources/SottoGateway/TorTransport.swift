@@ -55,7 +55,7 @@ enum TorStreams {
         } catch {
             return loop.makeFailedFuture(error)
         }
-        let handler = SOCKSClientHandler(negotiation: negotiation, timeout: negotiationTimeout)
+        let handler = SOCKS5ConnectHandler(negotiation: negotiation, timeout: negotiationTimeout)
         var bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(.seconds(10))
             .channelInitializer { $0.pipeline.addHandler(handler) }
@@ -100,7 +100,7 @@ struct TorTransport: TunnelTransport {
 /// Runs a sans-I/O `SOCKS5ClientNegotiation` on a fresh connection; `established` succeeds when
 /// the server has accepted the CONNECT. Removing the handler then hands on any bytes that came
 /// after the reply.
-final class SOCKSClientHandler: ChannelInboundHandler, RemovableChannelHandler {
+final class SOCKS5ConnectHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
     typealias OutboundOut = ByteBuffer
