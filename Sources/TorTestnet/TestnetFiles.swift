@@ -43,7 +43,7 @@ public enum TestnetFiles {
         guard lines.count == 1 else {
             throw TestnetParseError(lines.isEmpty ? "the file is empty" : "expected one line, found \(lines.count)")
         }
-        let fields = lines[0].split(separator: " ")
+        let fields = lines[0].split(separator: " ", omittingEmptySubsequences: false)
         guard fields.count == 2 else {
             throw TestnetParseError(line: 1, "expected 'NICKNAME FINGERPRINT', found \(fields.count) field(s)")
         }
@@ -88,6 +88,7 @@ public enum TestnetFiles {
 
     /// `/proc/PID/cmdline`: the arguments, each ended by a NUL.
     public static func parseCommandLine(_ bytes: [UInt8]) -> [String] {
+        guard !bytes.isEmpty else { return [] }
         var parts = bytes.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
         if bytes.last == 0 { parts.removeLast() }
         return parts

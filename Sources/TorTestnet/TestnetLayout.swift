@@ -92,10 +92,12 @@ public enum TestnetDirectory {
         }
         let result = "/" + parts.joined(separator: "/")
         if let bad = result.first(where: { !allowed.contains($0) }) {
+            let named = bad.isWhitespace ? "whitespace"
+                : bad.isASCII && !(bad.asciiValue! < 0x20 || bad.asciiValue! == 0x7F) ? "'\(bad)'"
+                : bad.unicodeScalars.map { "U+" + String($0.value, radix: 16, uppercase: true) }.joined(separator: " ")
             throw TorTestnetError.invalidDirectory(
-                path: path, reason: "it contains \(bad.unicodeScalars.map { "U+" + String($0.value, radix: 16, uppercase: true) }.joined()) "
-                    + "('\(bad.isASCII && !bad.isWhitespace ? String(bad) : "?")'); the path is written unquoted into torrc and "
-                    + "shell lines, so only letters, digits and / . _ + , : @ % = - are allowed")
+                path: path, reason: "it contains \(named); the path is written unquoted into torrc, shell and TOML lines, "
+                    + "so only letters, digits and / . _ + , : @ % = - are allowed")
         }
         guard parts.count > 0 else {
             throw TorTestnetError.invalidDirectory(path: path, reason: "the network needs a folder of its own, not /")

@@ -63,8 +63,8 @@ enum TestnetIO {
         }
 
         /// SIGKILL and reap (for a child that overran its deadline).
-        func kill() {
-            _ = Glibc.kill(pid, SIGKILL)
+        func forceStop() {
+            sendSignal(pid, SIGKILL)
             _ = wait(until: ContinuousClock.now + .seconds(2))
         }
     }
@@ -117,6 +117,8 @@ enum TestnetIO {
         }
         return Child(pid: pid)
     }
+
+    static func sendSignal(_ pid: pid_t, _ signal: Int32) { _ = kill(pid, signal) }
 
     // MARK: Finding and stopping the network's tors
 

@@ -55,9 +55,9 @@ public struct TorTestnet: Sendable {
         }
         let deadline = started + .milliseconds(Int(timeout * 1000))
         let normalized = try TestnetDirectory.normalize(directory, currentDirectory: FileManager.default.currentDirectoryPath)
+        let tor = try TestnetIO.findTool("tor", configured: torPath)
         try makeDirectories(upTo: normalized)
         let paths = try resolvedPaths()
-        let tor = try TestnetIO.findTool("tor", configured: torPath)
         let running = TestnetIO.runningTors(paths)
         guard running.isEmpty else { throw TorTestnetError.alreadyRunning(directory: paths.directory, pids: running.map(\.pid)) }
 
@@ -66,7 +66,7 @@ public struct TorTestnet: Sendable {
         } else {
             let gencert = try TestnetIO.findTool("tor-gencert", besides: tor)
             progress("generating keys in \(paths.directory)")
-            try generate(paths, tor: tor, gencert: gencert, deadline: deadline)
+            try generate(paths, tor: tor, gencert: gencert, deadline: deadline, shouldStop: shouldStop)
         }
         try resetState(paths)
         let offset = schedule.startOffset(now: Int(Date().timeIntervalSince1970))
@@ -135,7 +135,8 @@ public struct TorTestnet: Sendable {
     /// The node folders, the empty and fixed files, the passphrase, then every key (tor-gencert for
     /// the authorities' v3 keys, `tor --list-fingerprint` for each relay's identity), in parallel:
     /// key generation is CPU-bound (RSA).
-    private func generate(_ paths: TestnetPaths, tor: String, gencert: String, deadline: ContinuousClock.Instant) throws {
+    private func generate(_ paths: TestnetPaths, tor: String, gencert: String, deadline: ContinuousClock.Instant,
+                          shouldStop: () -> Bool) throws {
         try TestnetIO.makeDirectory(paths.nodes)
         for node in TestnetLayout.nodes {
             try TestnetIO.makeDirectory(paths.node(node.name))
@@ -154,7 +155,7 @@ public struct TorTestnet: Sendable {
 
         var jobs: [(child: TestnetIO.Child, command: String, node: String, output: String)] = []
         var reaped = 0
-        defer { for job in jobs.dropFirst(reaped) { job.child.kill() } }
+        defer { for job in jobs.dropFirst(reaped) { job.child.forceStop() } }
         for node in TestnetLayout.authorities where (TestnetIO.fileSize(paths.authorityCertificate(node.name)) ?? 0) == 0 {
             let keys = paths.keys(node.name)
             let output = paths.node(node.name) + "/gencert.out"
@@ -179,7 +180,11 @@ public struct TorTestnet: Sendable {
             jobs.append((child, "tor --list-fingerprint", node.name, output))
         }
         for job in jobs {
-            let outcome = job.child.wait(until: deadline)
+            var outcome = job.child.wait(until: ContinuousClock.now)
+            while !outcome.exited, ContinuousClock.now < deadline {
+                if shouldStop() { throw TorTestnetError.interrupted }
+                outcome = job.child.wait(until: min(deadline, ContinuousClock.now + .milliseconds(200)))
+            }
             guard outcome.exited else {
                 throw TorTestnetError.keyGenerationFailed(command: job.command, node: job.node,
                                                           output: "still running after \(Int(timeout)) s")
@@ -277,7 +282,7 @@ public struct TorTestnet: Sendable {
         for (node, child) in started {
             let outcome = child.wait(until: deadline)
             if !outcome.exited {
-                child.kill()
+                child.forceStop()
                 failures.append(.startFailed(node: node.name, output: "tor did not detach within 30 s"))
             } else if outcome.status != 0 {
                 failures.append(.startFailed(node: node.name, output: Self.tail(of: paths.startOutput(node.name), lines: 8)))

@@ -1,4 +1,4 @@
-"""A private Tor network on 127.0.0.1 (scripts/tor-testnet.sh) carries an onion service end to end:
+"""A private Tor network on 127.0.0.1 (`sotto testnet tor`) carries an onion service end to end:
 ADD_ONION on the onion host's control port, the descriptor upload (HS_DESC UPLOADED), and an HTTP
 fetch of http://<id>.onion/ through the client's SocksPort. The numbers the gateway work depends on
 are measured and printed: bootstrap time, onion reachability time, memory, one whole cycle."""
@@ -6,15 +6,11 @@ are measured and printed: bootstrap time, onion reachability time, memory, one w
 from __future__ import annotations
 
 import http.server
-import os
 import re
 import secrets
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -26,39 +22,6 @@ FETCH_TIMEOUT = 60
 TOR_PROCESSES = 8  # 3 authorities, 3 relays, a client, an onion host
 
 METRICS = tornet.METRICS  # printed by conftest.py's terminal summary
-
-
-@pytest.fixture(scope="session")
-def testnet(request: pytest.FixtureRequest):
-    """The network, up once for the session and down at its end; the whole cycle is timed.
-    SOTTO_TOR_TESTNET_DIR names a folder to (re)use; otherwise a fresh one under /tmp, so the cycle
-    includes key generation."""
-    given = os.environ.get("SOTTO_TOR_TESTNET_DIR")
-    folder = Path(given).resolve() if given else Path(tempfile.mkdtemp(prefix="sotto-tornet-", dir="/tmp"))
-    started = time.monotonic()
-    try:
-        net = tornet.up(folder)
-    except Exception as error:  # the script stops what it started; make sure of it
-        try:
-            tornet.down(folder)
-        except Exception:
-            pass
-        pytest.fail(f"the private Tor network did not come up (folder {folder}):\n{error}", pytrace=False)
-    METRICS["bootstrap (first tor started -> client and onion host at 100%)"] = f"{net.bootstrap_seconds:.1f} s"
-    METRICS["tor-testnet.sh up (incl. key generation if new)"] = f"{net.up_seconds:.1f} s"
-    yield net
-    down_started = time.monotonic()
-    down_output = tornet.down(folder)
-    down_seconds = time.monotonic() - down_started
-    left = tornet.tor_pids(folder)
-    METRICS["tor-testnet.sh down"] = f"{down_seconds:.1f} s"
-    METRICS["whole cycle (up, tests, down)"] = f"{time.monotonic() - started:.1f} s"
-    if left:
-        pytest.fail(f"tor processes left after 'down': {left}\n{down_output}", pytrace=False)
-    if not given and request.session.testsfailed == 0 and not os.environ.get("SOTTO_E2E_KEEP"):
-        shutil.rmtree(folder, ignore_errors=True)
-    else:
-        METRICS["network folder (kept)"] = str(folder)
 
 
 class _Body(http.server.BaseHTTPRequestHandler):

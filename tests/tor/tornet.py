@@ -1,5 +1,5 @@
 """Helpers of the private-Tor-network tests: a minimal control-port client (control-spec: reply
-lines, asynchronous 650 events, COOKIE authentication), the scripts/tor-testnet.sh wrapper, and
+lines, asynchronous 650 events, COOKIE authentication), a wrapper of `sotto testnet tor`, and
 /proc readers for the tor processes (memory, sockets)."""
 
 from __future__ import annotations
@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "tor-testnet.sh"
+
+
+def sotto_bin() -> Path:
+    """The sotto binary to use when none is given: SOTTO_BIN, else the debug build of this
+    repository. (The suite's `testnet` fixture passes the session's `sotto_bin` instead.)"""
+    path = Path(os.environ.get("SOTTO_BIN") or ROOT / ".build" / "debug" / "sotto")
+    if not os.access(path, os.X_OK):
+        raise FileNotFoundError(f"no sotto binary at {path}: run 'swift build' or set SOTTO_BIN")
+    return path
 
 # Measurements of the session (name -> value), printed in the terminal summary by conftest.py.
 METRICS: dict[str, str] = {}
@@ -140,48 +148,52 @@ class Testnet:
     cookie: Path
     onion_control_port: int
     onion_cookie: Path
+    gateway_torrc: Path  # for a gateway's managed tor: [tor] torrc_include
     up_output: str
     bootstrap_seconds: float
     up_seconds: float
 
 
-def run_script(action: str, folder: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(SCRIPT), action, str(folder)], stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=timeout)
+def run_testnet(action: str, folder: Path, timeout: float,
+                binary: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`sotto testnet tor ACTION FOLDER`: progress on stderr, results on stdout."""
+    return subprocess.run([str(binary or sotto_bin()), "testnet", "tor", action, str(folder)],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
 
 
-def up(folder: Path) -> Testnet:
-    """`tor-testnet.sh up`, then its `env`; raises with the script's output when either fails."""
+def up(folder: Path, binary: Path | None = None) -> Testnet:
+    """`sotto testnet tor up`, then its `env`; raises with the command's output when either fails."""
     started = time.monotonic()
-    result = run_script("up", folder, timeout=150)
+    result = run_testnet("up", folder, timeout=150, binary=binary)
     up_seconds = time.monotonic() - started
     output = result.stdout + result.stderr
     if result.returncode != 0:
-        raise RuntimeError(f"tor-testnet.sh up failed ({result.returncode}):\n{output[-8000:]}")
+        raise RuntimeError(f"sotto testnet tor up failed ({result.returncode}):\n{output[-8000:]}")
     match = re.search(r"bootstrapped in ([0-9.]+) s", output)
     if not match:
-        raise RuntimeError(f"tor-testnet.sh up printed no bootstrap time:\n{output[-4000:]}")
-    env = run_script("env", folder, timeout=30)
+        raise RuntimeError(f"sotto testnet tor up printed no bootstrap time:\n{output[-4000:]}")
+    env = run_testnet("env", folder, timeout=30, binary=binary)
     if env.returncode != 0:
-        raise RuntimeError(f"tor-testnet.sh env failed ({env.returncode}):\n{env.stdout}{env.stderr}")
+        raise RuntimeError(f"sotto testnet tor env failed ({env.returncode}):\n{env.stdout}{env.stderr}")
     values = dict(line.split("=", 1) for line in env.stdout.splitlines() if "=" in line)
     return Testnet(dir=folder, socks_port=int(values["TOR_SOCKS_PORT"]),
                    control_port=int(values["TOR_CONTROL_PORT"]), cookie=Path(values["TOR_COOKIE"]),
                    onion_control_port=int(values["ONION_CONTROL_PORT"]),
-                   onion_cookie=Path(values["ONION_COOKIE"]), up_output=output,
+                   onion_cookie=Path(values["ONION_COOKIE"]), gateway_torrc=Path(values["TOR_GATEWAY_TORRC"]),
+                   up_output=output,
                    bootstrap_seconds=float(match.group(1)), up_seconds=up_seconds)
 
 
-def down(folder: Path) -> str:
-    result = run_script("down", folder, timeout=60)
+def down(folder: Path, binary: Path | None = None) -> str:
+    result = run_testnet("down", folder, timeout=60, binary=binary)
     if result.returncode != 0:
-        raise RuntimeError(f"tor-testnet.sh down failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+        raise RuntimeError(f"sotto testnet tor down failed ({result.returncode}):\n{result.stdout}{result.stderr}")
     return result.stdout + result.stderr
 
 
 def tor_pids(folder: Path) -> list[int]:
-    """Every process whose command line is `tor -f <folder>/nodes/*/torrc ...` (what the script
-    starts), whether or not its pid file is still there."""
+    """Every process whose command line is `tor -f <folder>/nodes/*/torrc ...` (what
+    `sotto testnet tor up` starts), whether or not its pid file is still there."""
     prefix = f"{folder}/nodes/"
     pids = []
     for entry in Path("/proc").iterdir():
