@@ -129,9 +129,8 @@ final class TorRuntime: @unchecked Sendable {
     // MARK: Supervisor
 
     private func supervise(services: [OnionService]) async {
-        var attempt = 0
+        var lastReason: String?
         while !Task.isCancelled {
-            attempt += 1
             await update {
                 $0.phase = .starting
                 $0.progress = 0
@@ -147,15 +146,22 @@ final class TorRuntime: @unchecked Sendable {
                 reason = "\(error)"
             }
             if Task.isCancelled { break }
+            let wasConnected = control.connection != nil
             control.clear()
             await update {
                 $0.phase = .down
                 $0.lastError = reason
                 $0.socksAddress = nil
                 $0.published = [:]
-                $0.restarts += 1
+                if wasConnected { $0.restarts += 1 }
             }
-            logger.error("tor is not available: \(reason); every tor profile refuses traffic until it is back (retrying in \(settings.restartDelaySeconds) s)")
+            // Once per outage (and when the reason changes), not on every retry.
+            if wasConnected || reason != lastReason {
+                logger.error("tor is not available: \(reason); every tor profile refuses traffic until it is back (retrying every \(settings.restartDelaySeconds) s)")
+            } else {
+                logger.debug("tor still not available: \(reason)")
+            }
+            lastReason = wasConnected ? nil : reason
             try? await Task.sleep(nanoseconds: UInt64(settings.restartDelaySeconds * 1e9))
         }
     }
