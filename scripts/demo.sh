@@ -1,16 +1,30 @@
 #!/usr/bin/env bash
-# Demo: CoAP over DTLS (PSK) through a pair of Sotto gateways, all on loopback.
+# Demo: CoAP over DTLS (PSK) through a pair of Sotto gateways and an onion service of a private
+# Tor network, all on 127.0.0.1 (the public Tor network is never contacted).
 #
-#   coap-client-openssl --DTLS--> entry gateway (udp forward) ==cells==> exit gateway --> coap-server-openssl
+#   coap-client-openssl --DTLS--> entry gateway (udp forward) ==cells==> tor ... onion service
+#       ==> exit gateway --> coap-server-openssl
 #
-# Installs what is missing, builds `sotto`, starts libcoap's DTLS server and two gateways
-# (exit: anonymizer none, exposing udp 5684; entry: a UDP local forward and a SOCKS port), sends
-# CoAP requests through the forward, prints the answers and a short `sotto status` of both
-# gateways, then stops everything it started, by PID. Exits non-zero if the CoAP exchange failed.
+# Installs what is missing, builds `sotto`, starts a private Tor network (`sotto testnet tor up`:
+# 3 authorities, 3 relays, on 127.0.0.1), libcoap's DTLS server and two gateways, each with a tor
+# of its own that joins that network (exit: an onion service exposing udp 5684; entry: a UDP local
+# forward and a SOCKS port), sends CoAP requests through the forward, prints the answers and a
+# short `sotto status` of both gateways, then stops everything it started, by PID. Exits non-zero
+# if the CoAP exchange failed.
+#
+#   scripts/demo.sh            over the private Tor network (about half a minute)
+#   scripts/demo.sh --direct   the same without Tor (anonymizer none), a few seconds
 #
 # Environment: SOTTO_SCRATCH_PATH (build folder instead of .build), SOTTO_DEMO_KEEP=1 (keep the
 # demo folder with configs and logs).
 set -euo pipefail
+
+MODE=tor
+case "${1:-}" in
+"") ;;
+--direct) MODE=direct ;;
+*) echo "usage: scripts/demo.sh [--direct]" >&2; exit 2 ;;
+esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -33,6 +47,7 @@ SOTTO="$(swift build --product sotto "${SWIFT_FLAGS[@]}" --show-bin-path </dev/n
 DEMO="$(mktemp -d /tmp/sotto-demo.XXXXXX)"
 PIDS=()
 NAMES=()
+TORNET=""
 
 # Stops what this script started, newest first, by PID: SIGTERM, then SIGKILL after 5 s.
 cleanup() {
@@ -50,6 +65,9 @@ cleanup() {
         fi
         wait "$pid" 2>/dev/null || true
     done
+    if [[ -n $TORNET ]]; then
+        "$SOTTO" testnet tor down "$TORNET" 2>/dev/null || echo "demo: 'sotto testnet tor down $TORNET' failed" >&2
+    fi
     if [[ -n "${SOTTO_DEMO_KEEP:-}" || $status != 0 ]]; then
         echo "demo: configs and logs kept in $DEMO"
     else
@@ -123,20 +141,40 @@ DTLS_PSK="sotto-demo-psk-$RANDOM$RANDOM"
 DTLS_IDENTITY="sotto-demo"
 
 cd "$DEMO"
-"$SOTTO" keygen --out keys --name home >/dev/null
+if [[ $MODE == tor ]]; then
+    say "starting a private Tor network on 127.0.0.1 (sotto testnet tor up)"
+    TORNET="$DEMO/tornet"
+    "$SOTTO" testnet tor up "$TORNET" >tornet.toml
+    # What `up` printed for gateways: a [tor] section that includes the network's gateway.torrc.
+    TOR_SECTION="$(grep -v '^#' tornet.toml)"
+    ANONYMIZER=tor
+    # --onion: the exit's onion identity, made now, so that the entry's config can name it.
+    "$SOTTO" keygen --out keys --name home --onion >/dev/null
+    PEER_ADDRESS="$(cat keys/home.onion)"
+    SERVICE_LINE='onion_key_file = "keys/home.onion_key"'
+    EXIT_WHAT="onion service $PEER_ADDRESS"
+else
+    TOR_SECTION=""
+    ANONYMIZER=none
+    "$SOTTO" keygen --out keys --name home >/dev/null
+    PEER_ADDRESS="127.0.0.1:$TUNNEL_PORT"
+    SERVICE_LINE="listen = \"127.0.0.1:$TUNNEL_PORT\""
+    EXIT_WHAT="tunnel listener 127.0.0.1:$TUNNEL_PORT"
+fi
 
 cat >exit.toml <<EOF
-# The exit gateway: accepts tunnels on a plain TCP listener (anonymizer none) and delivers
-# virtual port 5684 to the DTLS CoAP server.
+# The exit gateway (anonymizer $ANONYMIZER; with tor, its tor publishes an onion service for the
+# tunnel listener) delivers virtual port 5684 to the DTLS CoAP server.
 state_dir = "state-exit"
+$TOR_SECTION
 
 [[profile]]
-name = "lan"
-anonymizer = "none"
+name = "private"
+anonymizer = "$ANONYMIZER"
 
 [[service]]
 name = "home"
-listen = "127.0.0.1:$TUNNEL_PORT"
+$SERVICE_LINE
 private_key_file = "keys/home.key"
 psk_file = "keys/home.psk"
 expose = ["udp 5684 127.0.0.1:$DTLS_PORT"]
@@ -145,17 +183,18 @@ EOF
 cat >entry.toml <<EOF
 # The entry gateway: a SOCKS5 server, and a UDP forward for coap-client, which speaks no SOCKS.
 state_dir = "state-entry"
+$TOR_SECTION
 
 [socks]
 listen = "127.0.0.1:$SOCKS_PORT"
 
 [[profile]]
-name = "lan"
-anonymizer = "none"
+name = "private"
+anonymizer = "$ANONYMIZER"
 
 [[peer]]
 name = "home"
-address = "127.0.0.1:$TUNNEL_PORT"
+address = "$PEER_ADDRESS"
 public_key_file = "keys/home.pub"
 psk_file = "keys/home.psk"
 
@@ -168,13 +207,24 @@ say "starting coap-server-openssl (DTLS PSK on udp $DTLS_PORT)"
 start coap-server coap-server.log coap-server-openssl -A 127.0.0.1 -p "$COAP_BASE" -k "$DTLS_PSK" -d 8 -v 4
 wait_for "coap-server to bind udp $DTLS_PORT" 10 udp_bound "$DTLS_PORT"
 
-say "starting the exit gateway (tunnel listener 127.0.0.1:$TUNNEL_PORT)"
+say "starting the exit gateway ($EXIT_WHAT)"
 start exit-gateway exit.log "$SOTTO" run --config exit.toml
 wait_for "the exit gateway" 20 ready exit.log "${PIDS[-1]}"
 
 say "starting the entry gateway (SOCKS 127.0.0.1:$SOCKS_PORT, forward udp 127.0.0.1:$FORWARD_PORT -> home:5684)"
 start entry-gateway entry.log "$SOTTO" run --config entry.toml
 wait_for "the entry gateway" 20 ready entry.log "${PIDS[-1]}"
+
+tor_ready() {  # tor_ready CONFIG: the gateway's `sotto status` says its tor is ready
+    "$SOTTO" status --config "$1" 2>/dev/null |
+        python3 -c 'import json, sys; sys.exit(0 if (json.load(sys.stdin).get("tor") or {}).get("state") == "ready" else 1)'
+}
+if [[ $MODE == tor ]]; then
+    say "waiting for both gateways' tors to bootstrap and the onion service to be published"
+    wait_for "the exit's tor" 90 tor_ready exit.toml
+    wait_for "the entry's tor" 90 tor_ready entry.toml
+    grep -h "published at\|tor is ready" exit.log entry.log | sed 's/^/    /'
+fi
 
 URL="coaps://127.0.0.1:$FORWARD_PORT"
 ok=1
@@ -188,6 +238,14 @@ coap() {  # prints the command and its output; coap-client exits 0 even on failu
 
 say "CoAP over DTLS through the gateways"
 coap -m get "$URL/time"
+# Over Tor the first request may come before the onion service's descriptor has spread; the
+# tunnel retries by itself: ask again a few times (bounded).
+for _ in 1 2 3 4 5 6; do
+    grep -qE '^[A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2}$' <<<"$LAST" && break
+    [[ $MODE == tor ]] || break
+    sleep 2
+    coap -m get "$URL/time"
+done
 if ! grep -qE '^[A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2}$' <<<"$LAST"; then ok=0; fi
 coap -m put -e "hello through sotto" "$URL/demo"
 coap -m get "$URL/demo"
@@ -201,6 +259,10 @@ side = sys.argv[1]
 s = json.load(sys.stdin)
 listeners = "; ".join(s["listeners"])
 print(f"{side} gateway: pid {s['pid']}, up {s['uptimeSeconds']:.1f} s, listening: {listeners}")
+tor = s.get("tor")
+if tor:
+    onions = ", ".join(f"{k} at {v}" for k, v in tor["onionServices"].items())
+    print(f"  tor ({tor['mode']}): {tor['detail']}, SocksPort {tor['socks']}" + (f", onion service {onions}" if onions else ""))
 for t in s["tunnels"]:
     print(f"  tunnel {t['name']} ({t['side']}, {t['remote']}): {t['state']}, "
           f"cells {t['cellsSent']} sent / {t['cellsReceived']} received ({t['cellSize']} bytes each), "
@@ -214,7 +276,7 @@ for side in exit entry; do
 done
 
 if [[ $ok == 1 ]]; then
-    say "demo ok: CoAP over DTLS went through both gateways; stopping everything"
+    say "demo ok: CoAP over DTLS went through both gateways$([[ $MODE == tor ]] && echo " and an onion service of the private Tor network"); stopping everything"
     exit 0
 fi
 say "demo FAILED: the CoAP answers above are not what the server sends"
