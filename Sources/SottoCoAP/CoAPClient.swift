@@ -5,6 +5,9 @@ import Foundation
 ///
 /// Block-wise transfers (RFC 7959) are left to libcoap: a large payload goes out in Block1
 /// pieces and a large response body comes back whole.
+///
+/// The session is not re-established: once it ends (the server closed it, or the handshake
+/// failed) every request throws that error, and a new client is needed.
 public final class CoAPClient: Sendable {
     /// "host:port" of the server.
     public let endpoint: String

@@ -80,6 +80,19 @@ final class CoAPCommandTests: XCTestCase {
         XCTAssertLessThanOrEqual(p50, p99)
     }
 
+    func testCountRepeatsOverASingleDTLSHandshake() throws {
+        let log = scratch.appendingPathComponent("server.log")
+        let logged = try LibcoapServer(key: "one-session-key", log: log)
+        let outcome = try sotto(["coap", "get", "coaps://127.0.0.1:\(logged.dtlsPort)/", "--count", "50", "--json",
+                                 "--psk-identity", "sotto-test", "--psk-key", logged.key])
+        logged.stop()
+        XCTAssertEqual(outcome.status, 0, outcome.stderr)
+        let text = try String(contentsOf: log, encoding: .utf8)
+        // libcoap logs each event; 0x01de is COAP_EVENT_DTLS_CONNECTED (coap_event.h).
+        XCTAssertEqual(text.components(separatedBy: "***EVENT: 0x01de").count - 1, 1, "one DTLS session for 50 requests")
+        XCTAssertEqual(text.components(separatedBy: "***EVENT: 0x0000").count - 1, 1, "closed with close_notify at the end")
+    }
+
     func testStatsGoToStandardError() throws {
         let outcome = try sotto(["coap", "get", "\(dtlsRoot)/", "--count", "5", "--stats"] + pskFlags)
         XCTAssertEqual(outcome.status, 0, outcome.stderr)

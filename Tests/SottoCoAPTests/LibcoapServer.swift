@@ -23,16 +23,24 @@ final class LibcoapServer {
 
     /// Starts the server on a free port pair; tries a few pairs in case another process takes
     /// one between the probe and the server's bind.
-    init(key: String = "sotto-test-key") throws {
+    /// With `log`, the server logs at debug level (-v 7) into that file; it flushes on `stop()`.
+    init(key: String = "sotto-test-key", log: URL? = nil) throws {
         let executable = try Self.executable()
         self.key = key
         for _ in 0..<5 {
             let port = try Self.freePortPair()
             let process = Process()
             process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = ["-A", "127.0.0.1", "-p", String(port), "-k", key, "-d", "50", "-v", "0"]
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
+            process.arguments = ["-A", "127.0.0.1", "-p", String(port), "-k", key, "-d", "50", "-v", log == nil ? "0" : "7"]
+            if let log {
+                FileManager.default.createFile(atPath: log.path, contents: nil)
+                let handle = try FileHandle(forWritingTo: log)
+                process.standardOutput = handle
+                process.standardError = handle
+            } else {
+                process.standardOutput = FileHandle.nullDevice
+                process.standardError = FileHandle.nullDevice
+            }
             try process.run()
             if Self.waitUntilBound(port: port + 1, process: process) {
                 self.process = process
