@@ -59,11 +59,14 @@ let package = Package(
         ),
         .target(name: "TorTestnet", dependencies: ["TorControl"]),
         .systemLibrary(name: "CLibCoAP", pkgConfig: "libcoap-3-openssl", providers: [.apt(["libcoap3-dev"])]),
-        .target(name: "SottoCoAP", dependencies: ["CLibCoAP", "SottoConfig"]),
+        // Channels: private identities, sealed sender, port hopping. Pure: no sockets, time passed in.
+        .target(name: "SottoChannels", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .target(name: "SottoCoAP", dependencies: ["CLibCoAP", "CSQLite", "SottoConfig"]),
         .executableTarget(
             name: "sotto",
             dependencies: [
-                "SottoGateway", "SottoConfig", "SottoTunnel", "TorTestnet", "SottoCoAP",
+                "SottoGateway", "SottoConfig", "SottoTunnel", "TorTestnet", "SottoCoAP", "SottoChannels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -80,6 +83,7 @@ let package = Package(
             ],
             path: "Benchmarks/sotto-bench"
         ),
+        .testTarget(name: "SottoChannelsTests", dependencies: ["SottoChannels", "SottoCoAP", "sotto"]),
         .testTarget(name: "SottoCoAPTests", dependencies: ["SottoCoAP", "sotto"]),
         .testTarget(name: "TorTestnetTests", dependencies: ["TorTestnet", "TorControl", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "SottoTunnelTests",

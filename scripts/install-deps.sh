@@ -23,7 +23,7 @@ REQUIREMENTS="$ROOT/requirements-test.txt"
 say() { printf 'install-deps: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
-APT_PACKAGES=(pkg-config libcoap3-dev libcoap3-bin curl python3 python3-venv tor "$@")
+APT_PACKAGES=(pkg-config libcoap3-dev libcoap3-bin libsqlite3-dev curl python3 python3-venv tor "$@")
 
 # --- Debian packages ---------------------------------------------------------------------------
 is_installed() {

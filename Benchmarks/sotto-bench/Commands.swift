@@ -23,7 +23,8 @@ struct SottoBench: AsyncParsableCommand {
             and a line for people. Progress goes to stderr. Only loopback addresses are accepted. \
             Benchmarks/run.sh runs the whole comparison.
             """,
-        subcommands: [UDPEcho.self, TCPSink.self, UDPClient.self, TCPClient.self, FreePorts.self, WaitListen.self]
+        subcommands: [UDPEcho.self, TCPSink.self, UDPClient.self, TCPClient.self, FreePorts.self, WaitListen.self,
+                      SizedEcho.self, StreamRTTClient.self, UDPRelay.self]
     )
 }
 

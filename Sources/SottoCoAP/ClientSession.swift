@@ -370,7 +370,8 @@ final class ClientSession: @unchecked Sendable {
 
     // MARK: - Helpers
 
-    private static func response(from pdu: OpaquePointer) -> CoAPResponse {
+    /// A received PDU as plain values (also used by the server for requests).
+    static func response(from pdu: OpaquePointer) -> CoAPResponse {
         let code = CoAPCode(rawValue: UInt8(truncatingIfNeeded: coap_pdu_get_code(pdu).rawValue))
         var length = 0
         var data: UnsafePointer<UInt8>?

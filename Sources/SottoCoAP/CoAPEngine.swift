@@ -188,6 +188,8 @@ final class CoAPEngine: @unchecked Sendable {
 final class CoAPLoop {
     let context: OpaquePointer
     private var sessions: [ObjectIdentifier: ClientSession] = [:]
+    /// The process's CoAP server, when one runs: its endpoints and resources share this context.
+    var server: CoAPServerCore?
 
     init(context: OpaquePointer) {
         self.context = context
@@ -198,15 +200,21 @@ final class CoAPLoop {
 
     func expireDeadlines(now: UInt64) {
         for session in sessions.values { session.expireDeadlines(now: now) }
+        server?.expireDeadlines(now: now)
     }
 
     func nextDeadline() -> UInt64? {
-        sessions.values.compactMap { $0.nextDeadline() }.min()
+        var next = server?.nextDeadline()
+        for session in sessions.values {
+            if let deadline = session.nextDeadline() { next = min(next ?? deadline, deadline) }
+        }
+        return next
     }
 
     func closeAll(error: CoAPError) {
         for session in sessions.values { session.close(error: error, loop: self) }
         sessions.removeAll()
+        server?.uninstall(loop: self)
     }
 }
 
@@ -230,6 +238,10 @@ private let coapNackHandler: coap_nack_handler_t = { session, sent, reason, _ in
 }
 
 private let coapEventHandler: coap_event_handler_t = { session, event in
-    clientSession(session)?.handleEvent(event)
+    if let client = clientSession(session) {
+        client.handleEvent(event)
+    } else {
+        serverSessionEvent(session, event)
+    }
     return 0
 }

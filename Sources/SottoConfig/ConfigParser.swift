@@ -17,7 +17,7 @@ struct ConfigParser {
         self.home = home
     }
 
-    private static let topLevelKeys = ["state_dir", "log_level", "socks", "tunnel", "tor", "profile", "peer", "forward", "service"]
+    private static let topLevelKeys = ["state_dir", "log_level", "socks", "tunnel", "tor", "coap_server", "profile", "peer", "forward", "service", "channel", "hopping"]
     /// A key file holds one line of base64; anything much bigger is the wrong file.
     private static let maximumKeyFileSize = 4096
 
@@ -52,9 +52,15 @@ struct ConfigParser {
             throw ConfigError(file: file, key: "socks",
                               message: "a SOCKS server needs at least one [[profile]] to give its clients")
         }
+        config.coapServer = try top.subtable("coap_server").map { try parseCoAPServer($0, stateDir: stateDir) }
         config.peers = try parsePeers(top.tableArray("peer"))
         config.forwards = try parseForwards(top.tableArray("forward"), config: config)
         config.services = try parseServices(top.tableArray("service"), config: config)
+        let channelSection = try parseChannelSection(top)
+        config.channels = channelSection.channels
+        config.hopping = channelSection.hopping
+        warnings += channelSection.warnings
+        inlineSecretKeys += channelSection.inlineSecretKeys
         config.warnings = warnings
         return config
     }
@@ -171,7 +177,7 @@ struct ConfigParser {
     }
 
     /// A path value: `~` expanded, relative to the config file's folder.
-    private func filePath(_ r: TableReader, _ key: String) throws -> String {
+    func filePath(_ r: TableReader, _ key: String) throws -> String {
         let written = try r.requiredString(key)
         guard !written.isEmpty else { throw r.error(key, "must not be empty") }
         guard let expanded = Paths.expandTilde(written, home: home) else {
@@ -254,7 +260,9 @@ struct ConfigParser {
             }
             let publicKey = try key(r, inline: "public_key", file: "public_key_file", isSecret: false)
             let psk = try key(r, inline: "psk", file: "psk_file", isSecret: true)
-            let cellSize = try cellSize(r)
+            var defaultCellSize = SottoConfig.defaultCellSize
+            if case .onion = address { defaultCellSize = SottoConfig.defaultTorCellSize }
+            let cellSize = try cellSize(r, default: defaultCellSize)
             var clientAuthKey: [UInt8]?
             if r.has("client_auth_key") || r.has("client_auth_key_file") {
                 guard case .onion = address else {
@@ -359,7 +367,7 @@ struct ConfigParser {
             }
             let privateKey = try key(r, inline: "private_key", file: "private_key_file", isSecret: true)
             let psk = try key(r, inline: "psk", file: "psk_file", isSecret: true)
-            let cellSize = try cellSize(r)
+            let cellSize = try cellSize(r, default: anonymizer == .tor ? SottoConfig.defaultTorCellSize : SottoConfig.defaultCellSize)
             let exposes = try parseExposes(r)
             services.append(Service(
                 name: name, profile: profile, listen: listen, privateKey: privateKey, psk: psk, cellSize: cellSize,
@@ -443,8 +451,8 @@ struct ConfigParser {
         return port
     }
 
-    private func cellSize(_ r: TableReader) throws -> Int {
-        try r.int("cell_size", in: SottoConfig.cellSizeRange, default: SottoConfig.defaultCellSize)
+    private func cellSize(_ r: TableReader, default defaultValue: Int) throws -> Int {
+        try r.int("cell_size", in: SottoConfig.cellSizeRange, default: defaultValue)
     }
 
     /// `profile = NAME`, or the default profile's name when absent.

@@ -14,10 +14,16 @@ public struct SottoConfig: Sendable {
     public var socks: SOCKSSettings?
     public var tunnel: TunnelSettings
     public var tor: TorSettings
+    /// `[coap_server]`: what `sotto coap-server` serves; nil when the file has none.
+    public var coapServer: CoAPServerSettings?
     public var profiles: [Profile]
     public var peers: [Peer]
     public var forwards: [Forward]
     public var services: [Service]
+    /// `[[channel]]`: private identities and sealed envelopes (docs/channels.md).
+    public var channels: [ChannelSettings] = []
+    /// `[hopping]`: the CoAP server's port schedule.
+    public var hopping: HoppingSettings?
     /// Problems that do not stop the gateway but should be fixed: secrets readable by others.
     public var warnings: [String]
 
@@ -26,6 +32,11 @@ public struct SottoConfig: Sendable {
     public static let defaultStateDir = "~/.local/share/sotto"
     public static let defaultLogLevel = "info"
     public static let defaultCellSize = 514
+    /// The default between tor peers: exactly one tor RELAY_DATA payload (tor-spec 6.1: 509-byte
+    /// relay cell body minus the 11-byte relay header), so a cell never straddles two tor cells.
+    /// Measured over the private network: 514-byte cells, each split in two relay cells, put 10-25%
+    /// of round trips at about 60 ms where 498-byte cells kept p90 at 20 ms (Benchmarks/RESULTS.md).
+    public static let defaultTorCellSize = 498
     /// Cell sizes a tunnel accepts: big enough for a cell header and a useful payload,
     /// small enough that a padded cell stays cheap.
     public static let cellSizeRange = 128...16384

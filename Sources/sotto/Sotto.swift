@@ -16,7 +16,7 @@ struct Sotto: AsyncParsableCommand {
             publishes a service and delivers each flow to the local target it exposes. \
             Both are described by one TOML file: see docs/configuration.md.
             """,
-        subcommands: [Run.self, Keygen.self, Status.self, CheckConfig.self, Testnet.self, Coap.self])
+        subcommands: [Run.self, Keygen.self, Status.self, CheckConfig.self, Testnet.self, Coap.self, CoapServer.self, Msg.self])
 }
 
 /// An error the tool reports as one line, without the usage text (it is no usage mistake).

@@ -103,8 +103,18 @@ final class ConfigParsingTests: XCTestCase {
         XCTAssertEqual(config.profiles.first?.isDefault, true)
     }
 
-    func testPeerCellSizeDefaultsTo514() throws {
-        XCTAssertEqual(try parse(Fixture.peer()).peers.first?.cellSize, 514)
+    func testPeerCellSizeDefaultsTo514AndTo498ForAnOnionPeer() throws {
+        // Fixture.peer() is an onion peer: 498 fills exactly one tor relay cell.
+        XCTAssertEqual(try parse(Fixture.peer()).peers.first?.cellSize, 498)
+        let plain = "[[peer]]\nname = \"lan\"\naddress = \"127.0.0.1:7000\"\npublic_key = \"\(Fixture.publicKey)\"\npsk = \"\(Fixture.psk)\"\n"
+        XCTAssertEqual(try parse(plain).peers.first?.cellSize, 514)
+        XCTAssertEqual(try parse(Fixture.peer(extra: "cell_size = 600")).peers.first?.cellSize, 600)
+    }
+
+    func testServiceCellSizeDefaultsTo498UnderATorProfileAnd514Otherwise() throws {
+        XCTAssertEqual(try parse(Fixture.profile() + Fixture.service()).services.first?.cellSize, 498)
+        let none = Fixture.profile(anonymizer: "none") + Fixture.service()
+        XCTAssertEqual(try parse(none).services.first?.cellSize, 514)
     }
 
     func testForwardProfileDefaultsToTheDefaultProfile() throws {

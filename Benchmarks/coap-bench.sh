@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Requests per second and p50/p99 round trip of confirmable POST and GET over DTLS-PSK on
+# loopback: `sotto coap-server` (SQLite store on) against libcoap's `coap-server-openssl`, with
+# the same client (`sotto coap ... --count N --json`, one DTLS session per run) and the same
+# payload. Prints one line per run and the sotto/libcoap ratio of requests per second (target >= 0.9).
+#
+# Usage: Benchmarks/coap-bench.sh [COUNT] [PAYLOAD_BYTES]     (defaults 2000 and 64)
+# SOTTO=path/to/sotto picks the binary (default .build/release/sotto).
+set -euo pipefail
+
+count=${1:-2000}
+payload_bytes=${2:-64}
+sotto=${SOTTO:-.build/release/sotto}
+[ -x "$sotto" ] || { echo "no sotto binary at $sotto (swift build -c release, or set SOTTO)" >&2; exit 2; }
+command -v coap-server-openssl >/dev/null || { echo "coap-server-openssl is missing (apt install libcoap3-bin)" >&2; exit 2; }
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+key=bench-key-$RANDOM$RANDOM
+umask 077
+printf '%s' "$key" > "$work/key.psk"
+payload=$(head -c "$payload_bytes" /dev/zero | tr '\0' 'p')
+
+# A free UDP port pair on 127.0.0.1 (coap-server-openssl takes P for coap and P+1 for coaps).
+free_port_pair() {
+    python3 - <<'EOF'
+import socket
+for _ in range(50):
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.bind(("127.0.0.1", 0)); p = a.getsockname()[1]
+    try:
+        socks = [a]
+        for port, kind in ((p + 1, socket.SOCK_DGRAM), (p, socket.SOCK_STREAM), (p + 1, socket.SOCK_STREAM)):
+            s = socket.socket(socket.AF_INET, kind); s.bind(("127.0.0.1", port)); socks.append(s)
+        print(p); break
+    except OSError:
+        pass
+    finally:
+        for s in socks: s.close()
+EOF
+}
+
+# sotto coap-server: the box limit is raised so that COUNT POSTs fit in one box.
+cat > "$work/server.toml" <<EOF
+[coap_server]
+listen = ["127.0.0.1:0"]
+database = "$work/bench.sqlite"
+max_envelopes_per_box = 1000000
+[[coap_server.psk]]
+identity = "bench"
+key_file = "$work/key.psk"
+EOF
+"$sotto" coap-server --config "$work/server.toml" --log-level info > "$work/sotto.log" 2>&1 &
+pids+=($!)
+sotto_port=""
+for _ in $(seq 1 250); do
+    sotto_port=$(sed -n 's/.*listening on coaps:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/sotto.log" | head -1)
+    [ -n "$sotto_port" ] && break
+    sleep 0.02
+done
+[ -n "$sotto_port" ] || { echo "sotto coap-server did not start:" >&2; cat "$work/sotto.log" >&2; exit 1; }
+
+libcoap_base=$(free_port_pair)
+coap-server-openssl -A 127.0.0.1 -p "$libcoap_base" -k "$key" -d 50 -v 0 >/dev/null 2>&1 &
+pids+=($!)
+libcoap_port=$((libcoap_base + 1))
+sleep 0.3
+
+client() { "$sotto" coap "$@" --psk-identity bench --psk-key-file "$work/key.psk" --timeout 10; }
+
+# Prepare the GET targets: one envelope of the payload in /mb/get; one resource /get.
+client post "coaps://127.0.0.1:$sotto_port/mb/get" --payload "$payload" >/dev/null
+client put "coaps://127.0.0.1:$libcoap_port/get" --payload "$payload" >/dev/null
+client put "coaps://127.0.0.1:$libcoap_port/post" --payload "$payload" >/dev/null
+
+# run NAME METHOD URI [ARGS...]: prints "NAME requests/s p50 p99 failures", sets $rate.
+run() {
+    local name=$1 method=$2 uri=$3; shift 3
+    local start end json
+    start=$(date +%s%N)
+    json=$(client "$method" "$uri" --count "$count" --json "$@")
+    end=$(date +%s%N)
+    rate=$(python3 -c "import json,sys; j=json.loads(sys.argv[1]); print(round((j['count']-j['failures'])/((int(sys.argv[3])-int(sys.argv[2]))/1e9), 1))" "$json" "$start" "$end")
+    python3 -c "import json,sys; j=json.loads(sys.argv[1]); print(f\"{sys.argv[2]:<34} {sys.argv[3]:>9} req/s  p50 {j['p50_ms']} ms  p99 {j['p99_ms']} ms  failures {j['failures']}\")" "$json" "$name" "$rate"
+}
+
+echo "confirmable requests over DTLS-PSK on loopback, $count per run, $payload_bytes-byte payload"
+# Warm-up (first handshake, page cache, SQLite file growth), not counted.
+client get "coaps://127.0.0.1:$sotto_port/mb/get" --count 200 --json >/dev/null
+client get "coaps://127.0.0.1:$libcoap_port/get" --count 200 --json >/dev/null
+
+run "POST sotto coap-server (SQLite)" post "coaps://127.0.0.1:$sotto_port/mb/post" --payload "$payload"; sotto_post=$rate
+run "POST coap-server-openssl" post "coaps://127.0.0.1:$libcoap_port/post" --payload "$payload"; libcoap_post=$rate
+run "GET  sotto coap-server (SQLite)" get "coaps://127.0.0.1:$sotto_port/mb/get"; sotto_get=$rate
+run "GET  coap-server-openssl" get "coaps://127.0.0.1:$libcoap_port/get"; libcoap_get=$rate
+
+python3 - "$sotto_post" "$libcoap_post" "$sotto_get" "$libcoap_get" <<'EOF'
+import sys
+sp, lp, sg, lg = map(float, sys.argv[1:])
+for name, s, l in (("POST", sp, lp), ("GET", sg, lg)):
+    ratio = s / l if l else 0
+    print(f"ratio {name:<4} sotto/libcoap = {ratio:.2f} ({'meets' if ratio >= 0.9 else 'below'} the 0.9 target)")
+EOF
