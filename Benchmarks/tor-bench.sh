@@ -16,7 +16,7 @@
 #   --skip-build     use the release binaries already in the scratch path
 #   --results FILE   also write the raw RESULT lines there
 #   --keep           keep the temporary folder (configs, logs, the Tor network) and print its path
-# Knobs (environment): CELL_SIZE (514: Sotto's cell size; 498 fills exactly one tor relay cell), COUNT (1000 timed GETs / exchanges per path), WARMUP (50), PAYLOAD (64:
+# Knobs (environment): CELL_SIZE (498, the default between tor peers: one tor relay cell; 514 straddles two), COUNT (1000 timed GETs / exchanges per path), WARMUP (50), PAYLOAD (64:
 #   bytes of the CoAP resource the GETs fetch), SIZING (50 GETs through the size relay).
 #
 # Everything listens on 127.0.0.1 on ports picked free at start; the Tor network is private
@@ -50,7 +50,7 @@ if [[ $QUICK == 1 ]]; then
 else
     : "${COUNT:=1000}" "${WARMUP:=50}" "${PAYLOAD:=64}" "${SIZING:=50}"
 fi
-: "${CELL_SIZE:=514}"
+: "${CELL_SIZE:=498}"
 [[ $PAYLOAD =~ ^[0-9]+$ && $PAYLOAD -ge 1 && $PAYLOAD -le 1024 ]] || { echo "tor-bench.sh: PAYLOAD must be 1-1024 bytes" >&2; exit 2; }
 
 say() { printf '== %s\n' "$*" >&2; }
@@ -83,6 +83,7 @@ RESULTS="$WORK/results.txt"
 declare -a PIDS=()
 TORNET=""
 ONION_ID=""
+TOR_PAIR=()
 
 stop_pid() {
     local pid=$1 i
@@ -397,12 +398,34 @@ else
     say "the tor gateway pair did not come up: exit log: $(tail -c 400 "$WORK/tor-exit.log" | tr '\n' ' ') entry log: $(tail -c 400 "$WORK/tor-entry.log" | tr '\n' ' ')"
 fi
 
-say "raw Tor stream: sized-echo ($REQ -> $RESP bytes) as an onion service of the network's onion host"
+# The raw stream goes through the SAME two tors as the Sotto path: in through the entry gateway's
+# managed tor (its SocksPort, from `sotto status`), out of an onion service added on the exit
+# gateway's managed tor (its control port file and cookie in the exit's state dir). Only what
+# Sotto adds then differs, apart from the relays each circuit happens to pick.
+RAW_SOCKS_PORT=$TOR_SOCKS_PORT
+RAW_CONTROL_PORT=$ONION_CONTROL_PORT
+RAW_COOKIE=$ONION_COOKIE
+RAW_TORS="the network's client tor and onion-host tor"
+if [[ ${#TOR_PAIR[@]} -gt 0 ]] && [[ -s "$WORK/tor-exit-state/tor/control-port" ]]; then
+    entry_socks=$("$SOTTO" status --config "$WORK/tor-entry.toml" 2>/dev/null |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["tor"]["socks"].rsplit(":", 1)[1])' || true)
+    exit_control=$(sed -n 's/^PORT=127\.0\.0\.1:\([0-9]*\)$/\1/p' "$WORK/tor-exit-state/tor/control-port" | head -n 1)
+    if [[ $entry_socks =~ ^[0-9]+$ && $exit_control =~ ^[0-9]+$ ]]; then
+        RAW_SOCKS_PORT=$entry_socks
+        RAW_CONTROL_PORT=$exit_control
+        RAW_COOKIE="$WORK/tor-exit-state/tor/control_auth_cookie"
+        ONION_CONTROL_PORT=$RAW_CONTROL_PORT
+        ONION_COOKIE=$RAW_COOKIE
+        RAW_TORS="the entry gateway's and the exit gateway's own tors (the Sotto path's tors)"
+    fi
+fi
+echo "RESULT name=raw_path tors=\"$RAW_TORS\"" >>"$RESULTS"
+say "raw Tor stream: sized-echo ($REQ -> $RESP bytes) as an onion service, through $RAW_TORS"
 start sized-echo "$BENCH" sized-echo --listen "127.0.0.1:$ECHO_PORT" --request-bytes "$REQ" --response-bytes "$RESP" --lifetime 7200
 "$BENCH" wait-listen --tcp "127.0.0.1:$ECHO_PORT" --timeout 10
-if ONION_ID=$(control add "$ONION_CONTROL_PORT" "$ONION_COOKIE" 80 "$ECHO_PORT" 2>"$WORK/add-onion.err"); then
+if ONION_ID=$(control add "$RAW_CONTROL_PORT" "$RAW_COOKIE" 80 "$ECHO_PORT" 2>"$WORK/add-onion.err"); then
     say "raw-tor: $WARMUP warm-up + $COUNT exchanges over one stream to $ONION_ID.onion:80"
-    if ! "$BENCH" stream-rtt --socks "127.0.0.1:$TOR_SOCKS_PORT" --target "$ONION_ID.onion:80" \
+    if ! "$BENCH" stream-rtt --socks "127.0.0.1:$RAW_SOCKS_PORT" --target "$ONION_ID.onion:80" \
         --request-bytes "$REQ" --response-bytes "$RESP" --count "$COUNT" --warmup "$WARMUP" \
         --connect-attempts 60 --label raw-tor 2>"$WORK/raw-tor.err" | tee -a "$RESULTS" >&2; then
         say "raw-tor: $(tail -c 400 "$WORK/raw-tor.err")"
@@ -428,10 +451,11 @@ fi
 
 [[ -n $RESULTS_COPY ]] && cp "$RESULTS" "$RESULTS_COPY"
 
-python3 - "$RESULTS" "$COUNT" "$PAYLOAD" "$REQ" "$RESP" <<'PY'
+python3 - "$RESULTS" "$COUNT" "$PAYLOAD" "$REQ" "$RESP" "$CELL_SIZE" "$RAW_TORS" <<'PY'
 import sys
 
 path, count, payload, req, resp = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+cell, raw_tors = int(sys.argv[6]), sys.argv[7]
 rows, flow, load = {}, None, {}
 for line in open(path):
     if not line.startswith("RESULT "):
@@ -504,13 +528,11 @@ print(f"RESULT name=tor_added label=sotto-tor added_p50_ms={show(added)} added_p
       f"net_of_endpoints_p50_ms={show(net)} target={verdict.replace(' ', '_')} reliable={reliable}")
 print(f"""
 What differs between the paths:
-  - Sotto: each DTLS datagram ({req} / {resp} B) travels in one sealed 514-byte Sotto cell, written to
-    the tor stream as 514 bytes: more than one RELAY_DATA cell holds (498 B), so each datagram takes
-    2 tor cells each way; the raw stream's {req} / {resp} B take 1 each.
+  - Sotto: each DTLS datagram ({req} / {resp} B) travels in one sealed {cell}-byte Sotto cell, written to
+    the tor stream as {cell} bytes: {"one RELAY_DATA cell (498 B) each way, as the raw stream's " + str(req) + " / " + str(resp) + " B" if cell <= 498 else "more than one RELAY_DATA cell holds (498 B), so 2 tor cells each way where the raw stream's take 1"}.
   - Sotto: coap client -> UDP forward -> entry gateway's own managed tor -> rendezvous -> exit
     gateway's own managed tor -> exit gateway -> coap-server (DTLS and CoAP at both ends).
-    Raw: sotto-bench -> the network's client tor (SocksPort) -> rendezvous -> the network's onion-host
-    tor -> sized-echo. Both: a 3-hop client circuit and a 3-hop service circuit meeting at a
+    Raw: sotto-bench -> {raw_tors} -> sized-echo. Both: a 3-hop client circuit and a 3-hop service circuit meeting at a
     rendezvous relay of the same private network; which relays each circuit uses is tor's choice.
   - Sizes: GET/response datagram sizes measured with sotto-bench udp-relay in front of coap-server
     ({req} / {resp} B modal);""" + (f""" the exit gateway's counters for the timed session's flow: mean
