@@ -59,6 +59,8 @@ let package = Package(
         ),
         .target(name: "TorTestnet", dependencies: ["TorControl"]),
         .systemLibrary(name: "CLibCoAP", pkgConfig: "libcoap-3-openssl", providers: [.apt(["libcoap3-dev"])]),
+        // Shaping policies and schedules, sans-I/O: time passed in as nanoseconds, randomness injected.
+        .target(name: "SottoShaping"),
         // Channels: private identities, sealed sender, port hopping. Pure: no sockets, time passed in.
         .target(name: "SottoChannels", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
@@ -83,6 +85,7 @@ let package = Package(
             ],
             path: "Benchmarks/sotto-bench"
         ),
+        .testTarget(name: "SottoShapingTests", dependencies: ["SottoShaping"]),
         .testTarget(name: "SottoChannelsTests", dependencies: ["SottoChannels", "SottoCoAP", "sotto"]),
         .testTarget(name: "SottoCoAPTests", dependencies: ["SottoCoAP", "sotto"]),
         .testTarget(name: "TorTestnetTests", dependencies: ["TorTestnet", "TorControl", .product(name: "NIOCore", package: "swift-nio")]),
