@@ -49,7 +49,7 @@ let package = Package(
         .target(
             name: "SottoGateway",
             dependencies: [
-                "SottoTunnel", "SottoSOCKS", "SottoConfig", "TorControl",
+                "SottoTunnel", "SottoSOCKS", "SottoConfig", "TorControl", "SottoShaping",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSOCKS", package: "swift-nio-extras"),
@@ -99,7 +99,7 @@ let package = Package(
         .testTarget(name: "TorControlTests",
                     dependencies: ["TorControl", .product(name: "NIOCore", package: "swift-nio"),
                                    .product(name: "Crypto", package: "swift-crypto")]),
-        .testTarget(name: "SottoGatewayTests", dependencies: ["SottoGateway", "SottoTunnel", "SottoConfig", "SottoSOCKS", "TorControl", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOSOCKS", package: "swift-nio-extras"), .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "SottoGatewayTests", dependencies: ["SottoGateway", "SottoTunnel", "SottoConfig", "SottoShaping", "SottoSOCKS", "TorControl", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOSOCKS", package: "swift-nio-extras"), .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "SottoBenchTests",
             dependencies: ["sotto-bench", "SottoSOCKS", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),

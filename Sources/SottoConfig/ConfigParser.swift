@@ -194,7 +194,8 @@ struct ConfigParser {
         for (index, table) in tables.enumerated() {
             var r = TableReader(table: table, path: "profile[\(index + 1)]", displayName: "[[profile]] #\(index + 1)",
                                 file: file)
-            try r.rejectUnknownKeys(allowed: ["name", "anonymizer", "shaping", "default", "allow_direct", "password"])
+            try r.rejectUnknownKeys(allowed: ["name", "anonymizer", "shaping", "default", "allow_direct", "password",
+                                              "rate", "jitter", "min_delay_ms", "max_delay_ms"])
             let name = try r.requiredString("name")
             try checkName(name, r)
             r.path += " '\(name)'"
@@ -219,9 +220,10 @@ struct ConfigParser {
                     throw r.error("password", "must be 1 to 255 bytes long (RFC 1929), got \(password.utf8.count)")
                 }
             }
-            profiles.append(Profile(name: name, anonymizer: anonymizer,
-                                    shaping: try r.choice("shaping", as: ShapingPolicy.self) ?? .off,
-                                    isDefault: isDefault, allowDirect: allowDirect, password: password))
+            let shaping = try r.choice("shaping", as: ShapingPolicy.self) ?? .off
+            profiles.append(Profile(name: name, anonymizer: anonymizer, shaping: shaping,
+                                    isDefault: isDefault, allowDirect: allowDirect, password: password,
+                                    shapingOptions: try parseShapingOptions(r, policy: shaping)))
             paths.append(r.path)
         }
         if profiles.count > 1, !profiles.contains(where: \.isDefault) {
@@ -230,6 +232,64 @@ struct ConfigParser {
         }
         if profiles.count == 1 { profiles[0].isDefault = true }
         return profiles
+    }
+
+    /// `rate`, `jitter`, `min_delay_ms`, `max_delay_ms` (docs/shaping.md, "Parameters and
+    /// defaults"): each only for the policies it applies to, so a parameter that would silently
+    /// do nothing is an error instead.
+    private func parseShapingOptions(_ r: TableReader, policy: ShapingPolicy) throws -> ShapingOptions {
+        let applies: [String: [ShapingPolicy]] = [
+            "rate": [.constant, .poisson], "jitter": [.constant],
+            "min_delay_ms": [.padded], "max_delay_ms": [.padded],
+        ]
+        for key in ["rate", "jitter", "min_delay_ms", "max_delay_ms"] where r.has(key) {
+            let policies = applies[key]!
+            guard policies.contains(policy) else {
+                throw r.error(key, "applies only to shaping " + policies.map { "'\($0.rawValue)'" }.joined(separator: " or ")
+                    + "; this profile's shaping is '\(policy.rawValue)'")
+            }
+        }
+        let d = ShapingOptions.defaults
+        let options = ShapingOptions(
+            rate: try r.number("rate", in: ShapingOptions.rateRange, unit: "cells per second") ?? d.rate,
+            jitter: try r.number("jitter", in: ShapingOptions.jitterRange, unit: "(a fraction of the interval)") ?? d.jitter,
+            minDelayMs: try r.number("min_delay_ms", in: ShapingOptions.delayRangeMs, unit: "ms") ?? d.minDelayMs,
+            maxDelayMs: try r.number("max_delay_ms", in: ShapingOptions.delayRangeMs, unit: "ms") ?? d.maxDelayMs)
+        if policy == .padded, options.minDelayMs > options.maxDelayMs {
+            let key = r.has("min_delay_ms") ? "min_delay_ms" : "max_delay_ms"
+            throw r.error(key, "min_delay_ms (\(options.minDelayMs)) must not be above max_delay_ms (\(options.maxDelayMs))")
+        }
+        return options
+    }
+
+    /// A service's `shaping_*` keys: the bounds its replies' shaping stays within.
+    private func parseShapingLimits(_ r: TableReader) throws -> ShapingLimitSettings {
+        let d = ShapingLimitSettings.defaults
+        var policies = d.policies
+        if let names = try r.stringArray("shaping_policies") {
+            guard !names.isEmpty else {
+                throw r.error("shaping_policies", "must name at least one policy (off, padded, constant, poisson)")
+            }
+            policies = []
+            for (index, name) in names.enumerated() {
+                guard let policy = ShapingPolicy(rawValue: name) else {
+                    throw r.error("shaping_policies", "'\(name)' (item \(index + 1)) is not a shaping policy; expected off, padded, constant or poisson")
+                }
+                if policies.contains(policy) { throw r.error("shaping_policies", "'\(name)' is listed twice") }
+                policies.append(policy)
+            }
+        }
+        let limits = ShapingLimitSettings(
+            policies: policies,
+            minRate: try r.number("shaping_min_rate", in: ShapingOptions.rateRange, unit: "cells per second") ?? d.minRate,
+            maxRate: try r.number("shaping_max_rate", in: ShapingOptions.rateRange, unit: "cells per second") ?? d.maxRate,
+            maxJitter: try r.number("shaping_max_jitter", in: ShapingOptions.jitterRange, unit: "(a fraction of the interval)") ?? d.maxJitter,
+            maxDelayMs: try r.number("shaping_max_delay_ms", in: ShapingOptions.delayRangeMs, unit: "ms") ?? d.maxDelayMs)
+        if limits.minRate > limits.maxRate {
+            let key = r.has("shaping_min_rate") ? "shaping_min_rate" : "shaping_max_rate"
+            throw r.error(key, "shaping_min_rate (\(limits.minRate)) must not be above shaping_max_rate (\(limits.maxRate))")
+        }
+        return limits
     }
 
     // MARK: [[peer]]
@@ -331,6 +391,7 @@ struct ConfigParser {
             try r.rejectUnknownKeys(allowed: [
                 "name", "profile", "listen", "private_key", "private_key_file", "psk", "psk_file", "cell_size", "expose",
                 "max_tunnels", "max_flows_per_tunnel", "onion_port", "onion_key_file", "client_auth",
+                "shaping_policies", "shaping_min_rate", "shaping_max_rate", "shaping_max_jitter", "shaping_max_delay_ms",
             ])
             let name = try r.requiredString("name")
             try checkName(name, r)
@@ -374,7 +435,8 @@ struct ConfigParser {
                 exposes: exposes,
                 maxTunnels: try r.int("max_tunnels", in: 1...1_000_000, default: 64),
                 maxFlowsPerTunnel: try r.int("max_flows_per_tunnel", in: 1...1_000_000, default: 256),
-                onionPort: onionPort, onionKeyFile: onionKeyFile, clientAuth: clientAuth))
+                onionPort: onionPort, onionKeyFile: onionKeyFile, clientAuth: clientAuth,
+                shapingLimits: try parseShapingLimits(r)))
             paths.append(r.path)
         }
         return services
@@ -528,5 +590,28 @@ extension String {
             return ""
         }
         return String(self[start...end])
+    }
+}
+
+extension TableReader {
+    /// A number (integer or float) within `range`, or nil when absent.
+    func number(_ key: String, in range: ClosedRange<Double>, unit: String) throws -> Double? {
+        guard let value = table[key] else { return nil }
+        let number: Double
+        if let int = value.int {
+            number = Double(int)
+        } else if let double = value.double {
+            number = double
+        } else {
+            throw error(key, "expected a number, got \(Redaction.kindName(value.type))")
+        }
+        guard number.isFinite, range.contains(number) else {
+            throw error(key, "must be from \(Self.format(range.lowerBound)) to \(Self.format(range.upperBound)) \(unit), got \(value.debugDescription)")
+        }
+        return number
+    }
+
+    private static func format(_ value: Double) -> String {
+        value == value.rounded() && abs(value) < 1e15 ? String(Int(value)) : String(value)
     }
 }

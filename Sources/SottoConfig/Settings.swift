@@ -10,6 +10,53 @@ public enum ShapingPolicy: String, Sendable, CaseIterable {
     case off, padded, constant, poisson
 }
 
+/// A profile's shaping parameters (docs/shaping.md, "Parameters and defaults"). Plain values:
+/// the gateway turns them into `SottoShaping.ShapingParameters`; the defaults and ranges are
+/// that module's, repeated here so this module does not depend on it.
+public struct ShapingOptions: Sendable, Equatable {
+    /// Cells per second (`constant`: exactly, `poisson`: on average).
+    public var rate: Double
+    /// `constant`: ± this fraction of the interval.
+    public var jitter: Double
+    /// `padded`: each cell waits a uniformly random delay in [minDelayMs, maxDelayMs].
+    public var minDelayMs: Double
+    public var maxDelayMs: Double
+
+    public static let rateRange: ClosedRange<Double> = 0.1...10_000
+    public static let jitterRange: ClosedRange<Double> = 0...0.9
+    public static let delayRangeMs: ClosedRange<Double> = 0...10_000
+
+    public init(rate: Double = 10, jitter: Double = 0.2, minDelayMs: Double = 10, maxDelayMs: Double = 50) {
+        self.rate = rate
+        self.jitter = jitter
+        self.minDelayMs = minDelayMs
+        self.maxDelayMs = maxDelayMs
+    }
+
+    public static let defaults = ShapingOptions()
+}
+
+/// A service's bounds on what clients may propose (docs/shaping.md, "Negotiation").
+public struct ShapingLimitSettings: Sendable, Equatable {
+    /// Policies a client may ask for; others get the fallback (`off` when allowed).
+    public var policies: [ShapingPolicy]
+    public var minRate: Double
+    public var maxRate: Double
+    public var maxJitter: Double
+    public var maxDelayMs: Double
+
+    public init(policies: [ShapingPolicy] = ShapingPolicy.allCases, minRate: Double = 1, maxRate: Double = 50,
+                maxJitter: Double = 0.9, maxDelayMs: Double = 1000) {
+        self.policies = policies
+        self.minRate = minRate
+        self.maxRate = maxRate
+        self.maxJitter = maxJitter
+        self.maxDelayMs = maxDelayMs
+    }
+
+    public static let defaults = ShapingLimitSettings()
+}
+
 /// `[socks] auth`: whether clients without RFC 1929 credentials are served (with the default profile).
 public enum SOCKSAuthMode: String, Sendable, CaseIterable {
     case optional, required
@@ -115,6 +162,8 @@ public struct Profile: Sendable, Equatable {
     public var name: String
     public var anonymizer: Anonymizer
     public var shaping: ShapingPolicy
+    /// The parameters of `shaping` (only those of the chosen policy matter).
+    public var shapingOptions: ShapingOptions
     public var isDefault: Bool
     /// Only ever true for anonymizer `none` (the parser refuses it elsewhere).
     public var allowDirect: Bool
@@ -122,10 +171,11 @@ public struct Profile: Sendable, Equatable {
     public var password: String?
 
     public init(name: String, anonymizer: Anonymizer, shaping: ShapingPolicy = .off, isDefault: Bool = false,
-                allowDirect: Bool = false, password: String? = nil) {
+                allowDirect: Bool = false, password: String? = nil, shapingOptions: ShapingOptions = .defaults) {
         self.name = name
         self.anonymizer = anonymizer
         self.shaping = shaping
+        self.shapingOptions = shapingOptions
         self.isDefault = isDefault
         self.allowDirect = allowDirect
         self.password = password
@@ -234,12 +284,17 @@ public struct Service: Sendable, Equatable {
     public var onionKeyFile: String?
     /// Tor: X25519 public keys of the clients allowed in (ClientAuthV3); empty: no client authorization.
     public var clientAuth: [[UInt8]]
+    /// What this exit applies to its replies at most (`shaping_*` keys); its default for a
+    /// client that proposes nothing is its profile's shaping.
+    public var shapingLimits: ShapingLimitSettings
 
     public static let defaultOnionPort = 443
 
     public init(name: String, profile: String, listen: HostPort, privateKey: [UInt8], psk: [UInt8],
                 cellSize: Int = 514, exposes: [Expose], maxTunnels: Int = 64, maxFlowsPerTunnel: Int = 256,
-                onionPort: Int = Service.defaultOnionPort, onionKeyFile: String? = nil, clientAuth: [[UInt8]] = []) {
+                onionPort: Int = Service.defaultOnionPort, onionKeyFile: String? = nil, clientAuth: [[UInt8]] = [],
+                shapingLimits: ShapingLimitSettings = .defaults) {
+        self.shapingLimits = shapingLimits
         self.onionPort = onionPort
         self.onionKeyFile = onionKeyFile
         self.clientAuth = clientAuth

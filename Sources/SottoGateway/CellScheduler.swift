@@ -1,5 +1,16 @@
 import NIOCore
+import SottoShaping
 import SottoTunnel
+
+/// What became of a cell handed to a scheduler.
+enum SubmitOutcome: Equatable {
+    /// Queued or sent.
+    case accepted
+    /// Queued, after the oldest queued datagram was dropped to make room (counted once).
+    case droppedOlder
+    /// Not queued (the datagram is lost; the caller stops submitting its other fragments).
+    case refused
+}
 
 /// Owns the send side of one tunnel: decides when each cell goes on the wire.
 ///
@@ -10,6 +21,16 @@ protocol CellScheduler: AnyObject {
     /// Hands a cell to the scheduler. Returns false when the cell was refused because the
     /// bounded queue is full (the caller counts the drop; only datagrams are ever refused).
     func submit(_ cell: Cell, droppable: Bool) -> Bool
+    /// Hands a cell to the scheduler with its kind (docs/shaping.md, "Queues").
+    func submit(_ cell: Cell, kind: ShapingCellKind) -> SubmitOutcome
+    /// False while stream data must wait (the stream queue is at its bound): the flows stop
+    /// reading their sockets until `onStreamResume` runs.
+    var canAcceptStream: Bool { get }
+    /// Called once the stream queue drained after back-pressure.
+    var onStreamResume: (() -> Void)? { get set }
+    /// The shaping policy this scheduler applies, and its counters (nil for `off`).
+    var parameters: ShapingParameters { get }
+    var shapingCounters: ShapingCounters? { get }
     /// The transport became writable again (or its writability changed).
     func writabilityChanged(isWritable: Bool)
     /// Cells waiting in the scheduler's queue.
@@ -38,6 +59,15 @@ final class ImmediateScheduler: CellScheduler {
     }
 
     var queuedCells: Int { queue.count }
+    var canAcceptStream: Bool { true }
+    var onStreamResume: (() -> Void)?
+    var parameters: ShapingParameters { .off }
+    var shapingCounters: ShapingCounters? { nil }
+
+    func submit(_ cell: Cell, kind: ShapingCellKind) -> SubmitOutcome {
+        let droppable = kind == .datagram || kind == .datagramContinuation
+        return submit(cell, droppable: droppable) ? .accepted : .refused
+    }
 
     func submit(_ cell: Cell, droppable: Bool) -> Bool {
         if queue.isEmpty && canWrite() {
@@ -66,5 +96,162 @@ final class ImmediateScheduler: CellScheduler {
 
     func stop() {
         queue.removeAll()
+    }
+}
+
+/// `padded`, `constant` and `poisson` (docs/shaping.md, "The gateway adapter"): drives a pure
+/// `ShapingCore` on the tunnel's event loop with one scheduled task, re-armed at each `.wait`.
+/// Real and cover cells leave through the same `emit` (encode, seal, write, flush: one cell per
+/// write and flush), so neither the bytes nor the TCP push pattern tell them apart.
+final class ShapedScheduler: CellScheduler {
+    private var core: ShapingCore<Cell, SystemRandomNumberGenerator>
+    private let eventLoop: EventLoop
+    private let canWrite: () -> Bool
+    /// Seals, writes and flushes exactly one cell.
+    private let emit: (Cell) -> Void
+    private var timer: Scheduled<Void>?
+    private var timerDeadline: UInt64?
+    private var stopped = false
+    private var polling = false
+    private var streamPaused = false
+    var onStreamResume: (() -> Void)?
+
+    /// The receiver discards it (docs/protocol.md, cell type 0); it carries no payload.
+    static let coverCell = Cell(type: .cover, flow: 0, payload: [])
+
+    init(parameters: ShapingParameters, queueLimits: ShapingQueueLimits, cellSize: Int, eventLoop: EventLoop,
+         canWrite: @escaping () -> Bool, emit: @escaping (Cell) -> Void) {
+        self.eventLoop = eventLoop
+        self.canWrite = canWrite
+        self.emit = emit
+        self.core = ShapingCore(parameters: parameters, queueLimits: queueLimits, cellSize: cellSize,
+                                now: eventLoop.now.uptimeNanoseconds)
+    }
+
+    var parameters: ShapingParameters { core.parameters }
+    var queuedCells: Int { core.queuedCells }
+    var droppedCells: Int { core.counters.datagramCellsDropped }
+    var canAcceptStream: Bool { core.canAcceptStream }
+    var shapingCounters: ShapingCounters? { core.counters }
+
+    /// Starts the schedule: `constant` and `poisson` send cover from the first slot on.
+    func start() { poll() }
+
+    func submit(_ cell: Cell, droppable: Bool) -> Bool {
+        submit(cell, kind: droppable ? .datagram : .stream) != .refused
+    }
+
+    func submit(_ cell: Cell, kind: ShapingCellKind) -> SubmitOutcome {
+        guard !stopped else { return .refused }
+        let outcome: SubmitOutcome
+        switch core.enqueue(cell, kind: kind, now: eventLoop.now.uptimeNanoseconds) {
+        case .accepted: outcome = .accepted
+        case .backPressure:
+            streamPaused = true
+            outcome = .accepted
+        case .droppedOldest: outcome = .droppedOlder
+        case .refused: return .refused
+        }
+        poll()
+        return outcome
+    }
+
+    func writabilityChanged(isWritable: Bool) {
+        if isWritable { poll() }
+    }
+
+    /// Sends what the core says is due while the transport takes it, then arms the timer for
+    /// the next deadline. Not re-entrant: a cell emitted here may make the tunnel submit more.
+    private func poll() {
+        guard !stopped, !polling else { return }
+        polling = true
+        defer { polling = false }
+        var deadline: UInt64?
+        // Bounded: a core answers `.wait` once nothing is due; the bound only guards a stall.
+        for _ in 0..<100_000 {
+            guard canWrite() else { break }
+            switch core.poll(now: eventLoop.now.uptimeNanoseconds) {
+            case .send(let cell):
+                emit(cell)
+                continue
+            case .sendCover:
+                emit(Self.coverCell)
+                continue
+            case .wait(let until):
+                deadline = until
+            case .idle:
+                deadline = nil
+            }
+            break
+        }
+        arm(deadline)
+        if streamPaused, core.canAcceptStream {
+            streamPaused = false
+            onStreamResume?()
+        }
+    }
+
+    /// Keeps exactly one scheduled task, at `deadline`. While the transport is not writable no
+    /// timer runs: writability coming back polls again (the core skips the slots it missed).
+    private func arm(_ deadline: UInt64?) {
+        guard let deadline = deadline, canWrite() else {
+            timer?.cancel()
+            timer = nil
+            timerDeadline = nil
+            return
+        }
+        if timer != nil, timerDeadline == deadline { return }
+        timer?.cancel()
+        timerDeadline = deadline
+        timer = eventLoop.scheduleTask(deadline: NIODeadline.uptimeNanoseconds(deadline)) { [weak self] in
+            guard let self = self else { return }
+            self.timer = nil
+            self.timerDeadline = nil
+            self.poll()
+        }
+    }
+
+    func stop() {
+        stopped = true
+        _ = core.removeAll()
+        timer?.cancel()
+        timer = nil
+        timerDeadline = nil
+    }
+}
+
+// MARK: Configuration → shaping values
+
+import SottoConfig
+
+extension Profile {
+    /// What this profile proposes to exits and shapes its own send side with.
+    func shapingParameters() throws -> ShapingParameters {
+        let o = shapingOptions
+        switch shaping {
+        case .off: return .off
+        case .padded:
+            return try .padded(minimumDelay: .microseconds(Int64((o.minDelayMs * 1000).rounded())),
+                               maximumDelay: .microseconds(Int64((o.maxDelayMs * 1000).rounded())))
+        case .constant: return try .constant(rate: o.rate, jitterFraction: o.jitter)
+        case .poisson: return try .poisson(rate: o.rate)
+        }
+    }
+}
+
+extension ShapingLimits {
+    /// ShapingLimits' documented defaults (all policies, 1 to 50 cells/s, 1 s delay); valid by construction.
+    static let standardForGateway = try! ShapingLimits()
+}
+
+extension ShapingLimitSettings {
+    /// The exit's limits; `fallback` (the service profile's shaping) is what a client gets
+    /// whose policy is not allowed, when the profile's policy itself is allowed.
+    func shapingLimits(fallback: ShapingParameters) throws -> ShapingLimits {
+        let allowed = Set(policies.compactMap { SottoShaping.ShapingPolicy(rawValue: $0.rawValue) })
+        return try ShapingLimits(
+            allowedPolicies: allowed, minimumRate: minRate, maximumRate: maxRate, maximumJitterFraction: maxJitter,
+            maximumDelay: .microseconds(Int64((maxDelayMs * 1000).rounded())),
+            fallback: allowed.contains(fallback.policy) ? fallback : nil)
     }
 }

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import SottoConfig
+import SottoShaping
 import SottoTunnel
 
 /// Something on the entry side that wants to travel through a tunnel: a SOCKS UDP association's
@@ -134,15 +135,19 @@ final class EntryTunnel: TunnelSessionDelegate {
     private func connect() {
         connecting = true
         let initiator: TunnelInitiator
+        let shaping: ShapingParameters
         do {
-            initiator = try TunnelInitiator(serverPublicKey: peer.publicKey, psk: peer.psk, cellSize: peer.cellSize)
+            // The profile's shaping goes to the exit in message 1 (docs/shaping.md, "Negotiation").
+            shaping = try profile.shapingParameters()
+            initiator = try TunnelInitiator(serverPublicKey: peer.publicKey, psk: peer.psk, cellSize: peer.cellSize,
+                                            options: shaping.encoded())
         } catch {
             connecting = false
             failWaiting(message: "cannot start a tunnel to peer '\(peer.name)': \(error)")
             return
         }
         let session = TunnelSession(initiator: initiator, name: name, cellSize: peer.cellSize,
-                                    settings: settings, counters: counters, logger: logger)
+                                    settings: settings, counters: counters, logger: logger, shaping: shaping)
         session.delegate = self
         self.session = session
         logger.debug("connecting", metadata: ["transport": "\(transport.name)"])

@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import SottoConfig
+import SottoShaping
 import SottoTunnel
 
 /// The exit side of one `[[service]]`: accepts tunnels on its listener and delivers each flow to
@@ -57,9 +58,13 @@ final class ExitService: TunnelSessionDelegate {
         }
         do {
             let responder = try TunnelResponder(staticPrivateKey: service.privateKey, psk: service.psk, cellSize: service.cellSize)
+            // The service's profile's shaping is its default; proposals are clamped to its limits.
+            let shapingDefault = try gateway.config.profile(named: service.profile)?.shapingParameters() ?? .off
+            let shapingLimits = try service.shapingLimits.shapingLimits(fallback: shapingDefault)
             let session = TunnelSession(responder: responder, name: service.name, cellSize: service.cellSize,
                                         settings: gateway.config.tunnel, maxFlows: service.maxFlowsPerTunnel,
-                                        counters: gateway.counters, logger: logger)
+                                        counters: gateway.counters, logger: logger,
+                                        shapingDefault: shapingDefault, shapingLimits: shapingLimits)
             session.delegate = self
             tunnels[ObjectIdentifier(session)] = session
             return channel.pipeline.addHandler(session)

@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import ServiceLifecycle
 import SottoConfig
+import SottoShaping
 
 /// A running gateway: whatever the configuration describes (SOCKS server, forwards, exit
 /// services) on one event loop, with a status socket, until graceful shutdown.
@@ -28,9 +29,22 @@ public final class Gateway: ServiceLifecycle.Service, @unchecked Sendable {
                     "\(config.file): profile '\(profile.name)': anonymizer 'i2p' is not available in this build yet; refusing to start rather than carry its traffic another way")
             }
         }
-        for profile in config.profiles where profile.shaping != .off {
-            throw GatewayError.invalid(
-                "\(config.file): profile '\(profile.name)': shaping '\(profile.shaping.rawValue)' is not available in this build yet (only 'off')")
+        // Every shaping policy runs (docs/shaping.md); what the parser let through must also
+        // make valid shaping values, or the gateway refuses to start instead of shaping less.
+        for profile in config.profiles {
+            do {
+                _ = try profile.shapingParameters()
+            } catch {
+                throw GatewayError.invalid("\(config.file): profile '\(profile.name)': shaping: \(error)")
+            }
+        }
+        for service in config.services {
+            do {
+                let fallback = try config.profile(named: service.profile)?.shapingParameters() ?? .off
+                _ = try service.shapingLimits.shapingLimits(fallback: fallback)
+            } catch {
+                throw GatewayError.invalid("\(config.file): service '\(service.name)': shaping limits: \(error)")
+            }
         }
         for forward in config.forwards {
             guard let peer = config.peer(named: forward.peer), let profile = config.profile(named: forward.profile) else { continue }

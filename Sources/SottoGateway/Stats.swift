@@ -14,6 +14,7 @@ final class TunnelCounters {
     var flowsOpened = 0
     var flowsRefused = 0         // limit reached, no such port, target refused
     var flowLimitHits = 0
+    var coverCellsReceived = 0    // cover cells from the peer (discarded)
 }
 
 /// Gateway-wide counters. Loop-confined.
@@ -58,6 +59,26 @@ struct StatusSnapshot: Codable {
         var flowLimitHits: Int
         var reassemblyPartial: Int
         var flows: [Flow]
+        /// This side's send shaping (docs/shaping.md, "Counters"); nil before the handshake.
+        var shaping: Shaping? = nil
+    }
+    struct Shaping: Codable {
+        var policy: String           // the applied parameters, e.g. "constant 10 cells/s ±20%"
+        var peerAnswered: Bool       // false: the peer sent no shaping options (an old peer)
+        var realCells: Int
+        var coverCells: Int
+        var realBytes: Int
+        var coverBytes: Int
+        var coverCellsReceived: Int
+        var queueDepth: Int
+        var peakQueueDepth: Int
+        var datagramsDropped: Int
+        var datagramCellsDropped: Int
+        var controlCellsRefused: Int
+        var backPressureEvents: Int
+        var missedSlots: Int
+        var addedLatencyP50Ms: Double?
+        var addedLatencyP99Ms: Double?
     }
     struct Flow: Codable {
         var id: UInt32

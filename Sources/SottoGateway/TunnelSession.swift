@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import SottoConfig
+import SottoShaping
 import SottoTunnel
 
 /// The local end of one flow: a SOCKS client, a forward's client, or (at the exit) the socket
@@ -117,10 +118,26 @@ final class TunnelSession: ChannelInboundHandler {
     private var now: NIODeadline { context?.eventLoop.now ?? NIODeadline.now() }
     private(set) var remoteDescription = "?"
     private let payloadCapacity: Int
+    /// Entry: what this side proposes (and shapes with if the exit answers nothing).
+    private let shapingProposal: ShapingParameters
+    /// Exit: the limits proposals are clamped to, and what a client proposing nothing gets.
+    private let shapingLimits: ShapingLimits?
+    private let shapingDefault: ShapingParameters
+    private let shapingQueueLimits: ShapingQueueLimits
+    /// The parameters this side's send side applies, once negotiated.
+    private(set) var appliedShaping: ShapingParameters = .off
+    /// Whether the peer said what it applies (false: an old peer, empty options).
+    private(set) var peerAnsweredShaping = false
 
     /// Entry side: the initiator, pinned to the peer's static key.
+    /// `shaping` must be what the initiator's options carry (`shaping.encoded()`, or empty for `off`).
     init(initiator: TunnelInitiator, name: String, cellSize: Int, settings: TunnelSettings,
-         counters: GatewayCounters, logger: Logger) {
+         counters: GatewayCounters, logger: Logger, shaping: ShapingParameters = .off,
+         queueLimits: ShapingQueueLimits = TunnelSession.defaultQueueLimits) {
+        self.shapingProposal = shaping
+        self.shapingLimits = nil
+        self.shapingDefault = .off
+        self.shapingQueueLimits = queueLimits
         self.role = .entry
         self.state = .initiating(initiator)
         self.name = name
@@ -133,8 +150,16 @@ final class TunnelSession: ChannelInboundHandler {
     }
 
     /// Exit side: the responder with the service's static key.
+    /// `shapingDefault` applies to a client that proposes nothing; every proposal is clamped
+    /// to `shapingLimits` (ShapingLimits' defaults when nil).
     init(responder: TunnelResponder, name: String, cellSize: Int, settings: TunnelSettings,
-         maxFlows: Int, counters: GatewayCounters, logger: Logger) {
+         maxFlows: Int, counters: GatewayCounters, logger: Logger,
+         shapingDefault: ShapingParameters = .off, shapingLimits: ShapingLimits? = nil,
+         queueLimits: ShapingQueueLimits = TunnelSession.defaultQueueLimits) {
+        self.shapingProposal = .off
+        self.shapingLimits = shapingLimits
+        self.shapingDefault = shapingDefault
+        self.shapingQueueLimits = queueLimits
         self.role = .exit
         self.state = .responding(responder)
         self.name = name
@@ -233,6 +258,7 @@ final class TunnelSession: ChannelInboundHandler {
         case .initiating(var initiator):
             do {
                 let established = try initiator.readResponse(block)
+                appliedShaping = entryShaping(answer: established.peerOptions)
                 becomeEstablished(established)
             } catch {
                 gatewayCounters.tunnelHandshakeFailures += 1
@@ -241,8 +267,9 @@ final class TunnelSession: ChannelInboundHandler {
             }
         case .responding(var responder):
             do {
-                _ = try responder.readFirstMessage(block)
-                let (reply, established) = try responder.makeResponse()
+                let proposal = try responder.readFirstMessage(block)
+                appliedShaping = exitShaping(proposal: proposal)
+                let (reply, established) = try responder.makeResponse(options: appliedShaping.encoded())
                 writeRaw(reply)
                 context?.flush()
                 becomeEstablished(established)
@@ -253,6 +280,37 @@ final class TunnelSession: ChannelInboundHandler {
             receiveCell(block)
         case .refusing, .closed:
             return
+        }
+    }
+
+    /// Exit (docs/shaping.md, "Negotiation"): the client's proposal clamped to this service's
+    /// limits; no proposal (an old client) or one that does not decode gets the default, clamped.
+    private func exitShaping(proposal: [UInt8]) -> ShapingParameters {
+        let limits = shapingLimits ?? ShapingLimits.standardForGateway
+        guard !proposal.isEmpty else { return limits.clamp(shapingDefault) }
+        do {
+            peerAnsweredShaping = true
+            return limits.clamp(try ShapingParameters(encoded: proposal))
+        } catch {
+            logger.notice("tunnel \(name): unusable shaping proposal (\(error)); applying this service's default")
+            return limits.clamp(shapingDefault)
+        }
+    }
+
+    /// Entry: what the exit says it applies, which this side applies too. An exit that answers
+    /// nothing (an old one, which shapes nothing) leaves this side with its own proposal.
+    private func entryShaping(answer: [UInt8]) -> ShapingParameters {
+        guard !answer.isEmpty else { return shapingProposal }
+        do {
+            let applied = try ShapingParameters(encoded: answer)
+            peerAnsweredShaping = true
+            if applied != shapingProposal {
+                logger.notice("tunnel \(name): the exit applies shaping \(applied) instead of the proposed \(shapingProposal)")
+            }
+            return applied
+        } catch {
+            logger.warning("tunnel \(name): the exit's shaping answer does not decode (\(error)); shaping with this side's proposal")
+            return shapingProposal
         }
     }
 
@@ -275,12 +333,25 @@ final class TunnelSession: ChannelInboundHandler {
         sealer = established.sealer
         opener = established.opener
         state = .established
-        scheduler = ImmediateScheduler(
-            limit: 4096,
-            canWrite: { [weak self] in self?.context?.channel.isWritable ?? false },
-            emit: { [weak self] cell in self?.emit(cell) },
-            flush: { [weak self] in self?.flushNow() })
-        logger.info("tunnel established", metadata: ["tunnel": "\(name)", "side": "\(role.rawValue)"])
+        if appliedShaping.policy == .off || context == nil {
+            scheduler = ImmediateScheduler(
+                limit: 4096,
+                canWrite: { [weak self] in self?.context?.channel.isWritable ?? false },
+                emit: { [weak self] cell in self?.emit(cell) },
+                flush: { [weak self] in self?.flushNow() })
+        } else {
+            let shaped = ShapedScheduler(
+                parameters: appliedShaping, queueLimits: shapingQueueLimits, cellSize: cellSize,
+                eventLoop: context!.eventLoop,
+                canWrite: { [weak self] in self?.context?.channel.isWritable ?? false },
+                // One cell per write and flush, real or cover (docs/shaping.md, adapter step 4).
+                emit: { [weak self] cell in self?.emitAndFlush(cell) })
+            shaped.onStreamResume = { [weak self] in self?.streamQueueDrained() }
+            scheduler = shaped
+            shaped.start()
+        }
+        logger.info("tunnel established", metadata: ["tunnel": "\(name)", "side": "\(role.rawValue)",
+                                                    "shaping": "\(appliedShaping)"])
         delegate?.tunnelEstablished(self)
     }
 
@@ -307,7 +378,9 @@ final class TunnelSession: ChannelInboundHandler {
 
     private func handle(_ cell: Cell) {
         switch cell.type {
-        case .cover, .pong:
+        case .cover:
+            counters.coverCellsReceived += 1
+        case .pong:
             return
         case .ping:
             send(Cell(type: .pong, payload: cell.payload))
@@ -487,11 +560,19 @@ final class TunnelSession: ChannelInboundHandler {
         }
         flow.nextMessage &+= 1
         flow.lastActivity = now
-        for cell in cells where !scheduler.submit(cell, droppable: true) {
-            // The queue filled up part-way: the receiver's reassembly will drop the partial
-            // datagram by age; count it here once.
-            counters.datagramsDropped += 1
-            return false
+        for (index, cell) in cells.enumerated() {
+            switch scheduler.submit(cell, kind: index == 0 ? .datagram : .datagramContinuation) {
+            case .accepted:
+                continue
+            case .droppedOlder:
+                // An older queued datagram made room for this one (drop-oldest).
+                counters.datagramsDropped += 1
+            case .refused:
+                // The queue filled up part-way: the receiver's reassembly will drop the partial
+                // datagram by age; count it here once.
+                counters.datagramsDropped += 1
+                return false
+            }
         }
         flow.datagramsSent += 1
         flow.bytesSent += bytes.count
@@ -501,20 +582,23 @@ final class TunnelSession: ChannelInboundHandler {
 
     /// How many stream bytes the flow may send now.
     func sendableStreamBytes(flow id: UInt32) -> Int {
-        guard isEstablished, let flow = flows[id], let credit = flow.credit else { return 0 }
+        guard isEstablished, scheduler?.canAcceptStream ?? false, let flow = flows[id], let credit = flow.credit else { return 0 }
         return credit.sendable
     }
 
     /// Sends as much of `buffer` as the flow's credit allows, consuming it from the buffer.
     func sendStream(flow id: UInt32, _ buffer: inout ByteBuffer) {
         guard isEstablished, let flow = flows[id], var credit = flow.credit else { return }
-        while buffer.readableBytes > 0 {
+        // Back-pressure (docs/shaping.md, "Queues"): while the shaper's stream queue is full,
+        // what is left stays with the endpoint, which stops reading its socket until
+        // `tunnelCreditAvailable` (StreamBridge's existing credit path).
+        while buffer.readableBytes > 0, scheduler?.canAcceptStream ?? false {
             let n = min(buffer.readableBytes, payloadCapacity, credit.sendable)
             guard n > 0, let chunk = buffer.readBytes(length: n) else { break }
             credit.consumeSend(n)
             flow.bytesSent += n
             counters.streamBytesSent += n
-            _ = scheduler?.submit(Cell(type: .streamData, flow: id, payload: chunk), droppable: false)
+            _ = scheduler?.submit(Cell(type: .streamData, flow: id, payload: chunk), kind: .stream)
         }
         flow.credit = credit
         flow.lastActivity = now
@@ -541,7 +625,15 @@ final class TunnelSession: ChannelInboundHandler {
     }
 
     private func sendClose(_ id: UInt32, reason: CloseReason, message: String) {
-        send(Cell(type: .close, flow: id, payload: CloseNotice(reason: reason, message: message).encode()))
+        // Queued as stream data, not control: a close must not overtake the flow's data.
+        send(Cell(type: .close, flow: id, payload: CloseNotice(reason: reason, message: message).encode()), kind: .stream)
+    }
+
+    /// The shaper's stream queue drained after back-pressure: the flows read again.
+    private func streamQueueDrained() {
+        for flow in flows.values where flow.kind == .tcp {
+            flow.endpoint?.tunnelCreditAvailable()
+        }
     }
 
     /// Closes the whole tunnel.
@@ -551,30 +643,50 @@ final class TunnelSession: ChannelInboundHandler {
 
     // MARK: Sending
 
-    private func send(_ cell: Cell) {
+    /// Control cells (open, opened, window update, ping, pong) by default: they may overtake data.
+    private func send(_ cell: Cell, kind: ShapingCellKind = .control) {
         guard isEstablished else { return }
-        _ = scheduler?.submit(cell, droppable: false)
+        if scheduler?.submit(cell, kind: kind) == .refused {
+            logger.warning("tunnel \(name): the shaper's control queue is full; dropped a \(cell.type) cell")
+        }
+    }
+
+    /// Shaped send side: seals, writes and flushes one cell, real or cover alike.
+    private func emitAndFlush(_ cell: Cell) {
+        guard seal(cell) else { return }
+        flushNow()
     }
 
     /// Seals and writes one cell; the scheduler decides when this runs.
     private func emit(_ cell: Cell) {
-        guard sealer != nil, let context = context else { return }
+        guard let context = context, seal(cell) else { return }
+        if wireBatch.count >= Self.wireBatchLimit { writeBatch() }
+        scheduleFlush(context)
+    }
+
+    /// Encodes and seals one cell onto the wire batch: the one path every cell takes, real,
+    /// control or cover. False when the tunnel failed.
+    private func seal(_ cell: Cell) -> Bool {
+        guard sealer != nil, context != nil else { return false }
         do {
             plaintextScratch.withUnsafeMutableBytes { CellCodec.encode(cell, into: $0) }
             try sealer!.seal(plaintextScratch, appendingTo: &wireBatch)
             counters.cellsSent += 1
             counters.bytesSent += cellSize
             lastSent = now
-            if wireBatch.count >= Self.wireBatchLimit { writeBatch() }
-            scheduleFlush(context)
+            return true
         } catch {
             fail(error)
+            return false
         }
     }
 
     /// Sealed cells collect here and go to the transport as one buffer per flush (or per
     /// 64 KiB), which costs far less than one write per cell.
     private static let wireBatchLimit = 64 * 1024
+    /// Control cells get a larger bound than the core's default: a refused window update would
+    /// stall its flow for good.
+    static let defaultQueueLimits = try! ShapingQueueLimits(datagramCells: 256, streamCells: 256, controlCells: 4096)
     private var wireBatch: [UInt8] = []
     private var receiveScratch: [UInt8] = []
     private lazy var plaintextScratch = [UInt8](repeating: 0, count: cellSize - TunnelConstants.tagSize)
@@ -673,7 +785,7 @@ final class TunnelSession: ChannelInboundHandler {
 
     func snapshot(side: String) -> StatusSnapshot.Tunnel {
         let now = self.now
-        return StatusSnapshot.Tunnel(
+        var tunnel = StatusSnapshot.Tunnel(
             side: side, name: name, remote: remoteDescription,
             state: stateName, ageSeconds: Double(age.nanoseconds) / 1e9, cellSize: cellSize,
             cellsSent: counters.cellsSent, cellsReceived: counters.cellsReceived,
@@ -691,6 +803,27 @@ final class TunnelSession: ChannelInboundHandler {
                     bytesSent: flow.bytesSent, bytesReceived: flow.bytesReceived,
                     idleSeconds: Double((now - flow.lastActivity).nanoseconds) / 1e9)
             })
+        if scheduler != nil { tunnel.shaping = shapingSnapshot() }
+        return tunnel
+    }
+
+    private func shapingSnapshot() -> StatusSnapshot.Shaping {
+        // `off` has no core: its real cells are all the cells sent.
+        let c = scheduler?.shapingCounters ?? {
+            var c = ShapingCounters()
+            c.realCells = counters.cellsSent
+            c.realBytes = counters.bytesSent
+            return c
+        }()
+        let ms = { (ns: UInt64?) in ns.map { Double($0) / 1e6 } }
+        return StatusSnapshot.Shaping(
+            policy: "\(appliedShaping)", peerAnswered: peerAnsweredShaping,
+            realCells: c.realCells, coverCells: c.coverCells, realBytes: c.realBytes, coverBytes: c.coverBytes,
+            coverCellsReceived: counters.coverCellsReceived, queueDepth: queuedCells,
+            peakQueueDepth: c.peakQueuedCells, datagramsDropped: c.datagramsDropped,
+            datagramCellsDropped: c.datagramCellsDropped, controlCellsRefused: c.controlCellsRefused,
+            backPressureEvents: c.backPressureEvents, missedSlots: c.missedSlots,
+            addedLatencyP50Ms: ms(c.addedLatency.p50), addedLatencyP99Ms: ms(c.addedLatency.p99))
     }
 
     private var stateName: String {
