@@ -23,7 +23,7 @@ REQUIREMENTS="$ROOT/requirements-test.txt"
 say() { printf 'install-deps: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
-APT_PACKAGES=(pkg-config libcoap3-dev libcoap3-bin libsqlite3-dev curl python3 python3-venv tor "$@")
+APT_PACKAGES=(pkg-config libcoap3-dev libcoap3-bin libsqlite3-dev curl python3 python3-venv tor autoconf automake libtool "$@")
 
 # --- Debian packages ---------------------------------------------------------------------------
 is_installed() {
@@ -83,10 +83,10 @@ fi
 stamp="$VENV/.sotto-requirements.sha256"
 want="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
 have="$(cat "$stamp" 2>/dev/null || true)"
-if [[ "$want" != "$have" ]] || ! "$VENV/bin/python" -c 'import pytest, socks, pytest_timeout' 2>/dev/null; then
+if [[ "$want" != "$have" ]] || ! "$VENV/bin/python" -c 'import pytest, socks, pytest_timeout, aiocoap, DTLSSocket' 2>/dev/null; then
     say "installing Python packages from requirements-test.txt into $VENV"
     PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/python" -m pip install -q -r "$REQUIREMENTS" </dev/null
-    "$VENV/bin/python" -c 'import pytest, socks, pytest_timeout' || die "Python packages did not install"
+    "$VENV/bin/python" -c 'import pytest, socks, pytest_timeout, aiocoap, DTLSSocket' || die "Python packages did not install"
     printf '%s\n' "$want" >"$stamp"
 fi
 

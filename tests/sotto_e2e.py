@@ -875,3 +875,22 @@ def start_pair(world: World, *, exit_options: Optional[dict] = None, entry_optio
                              start=start_entry)
     return Pair(world=world, exit=exit_gw, entry=entry_gw, tunnel_port=tunnel_port, socks_port=socks_port, http=http,
                 www=www, udp_echo=udp_echo, tcp_echo=tcp_echo, forwards=forward_ports)
+
+
+# --- sotto coap-server (tests/test_coap_server.py, tests/test_msg_gateway.py) ---------------------
+
+
+def start_sotto_coap_server(world: World, *args: str, ports: Optional[list[int]] = None, timeout: float = 20.0) -> Proc:
+    """`sotto coap-server ARGS` as one of `world`'s processes (stopped by its PID at the end);
+    returns once it logged 'listening on coaps://' and every port of `ports` has a UDP socket."""
+    proc = world.processes.start(f"sotto-coap-server-{len(world.processes.procs)}",
+                                 [str(world.binary), "coap-server", *args])
+
+    def ready():
+        if not proc.running():
+            return "exited"
+        return "listening on coaps://" in proc.log_text() and all(udp_port_bound(p) for p in ports or [])
+
+    if wait_until(ready, timeout, "sotto coap-server to listen") == "exited":
+        raise RuntimeError(f"sotto coap-server exited with code {proc.popen.returncode}:\n{proc.log_text()}")
+    return proc

@@ -99,6 +99,9 @@ struct Keygen: ParsableCommand {
     @Flag(help: "Also make a tor client authorization key pair (needs --out).")
     var clientAuth = false
 
+    @Flag(help: "Also make a channel secret (NAME.channel, 0600) for a [[channel]] or [hopping] secret_file.")
+    var channel = false
+
     func validate() throws {
         if (onion || clientAuth) && out == nil {
             throw ValidationError("--onion and --client-auth write key files: give --out DIR")
@@ -118,6 +121,10 @@ struct Keygen: ParsableCommand {
             print("public_key = \"\(pub)\"")
             print("# both:")
             print("psk = \"\(pskText)\"")
+            if channel {
+                print("# [[channel]]:")
+                print("secret = \"\(KeyEncoding.encode(TunnelKeys.generatePSK()))\"")
+            }
             return
         }
         let fm = FileManager.default
@@ -141,6 +148,9 @@ struct Keygen: ParsableCommand {
             do { address = try OnionKeyFile.createNew(at: keyPath) } catch { throw CLIError(error) }
             print(keyPath)
             try write("\(name).onion", address, mode: 0o644)
+        }
+        if channel {
+            try write("\(name).channel", KeyEncoding.encode(TunnelKeys.generatePSK()), mode: 0o600)
         }
         if clientAuth {
             let auth = StaticKeyPair.generate()
