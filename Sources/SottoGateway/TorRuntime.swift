@@ -52,6 +52,7 @@ final class TorRuntime: @unchecked Sendable {
     private(set) var lastError: String?
     private(set) var socksAddress: SocketAddress?
     private(set) var restarts = 0
+    private var lastNewnym: NIODeadline?
     private(set) var published: [String: String] = [:]
     /// Bootstrap at 100% and client authorization and onion services set up: only both make `ready`.
     private var bootstrapComplete = false
@@ -82,6 +83,29 @@ final class TorRuntime: @unchecked Sendable {
     /// `user:password` for a profile's streams (RFC 1929 through tor's SocksPort).
     func socksCredentials(for profile: Profile) -> (username: String, password: String) {
         ("sotto-\(profile.name)", isolationSecret)
+    }
+
+    /// `SIGNAL NEWNYM` (control-spec 3.7), which also makes tor forget the onion-service
+    /// descriptors, introduction-point failures and ephemeral client authorization keys it holds: after an exit's tor restarted, the
+    /// next attempt fetches the new descriptor instead of retrying dead introduction points. At
+    /// most once per 10 s (tor rate-limits NEWNYM the same way); new circuits for every profile
+    /// are the price, and they keep their separate credentials.
+    func forgetOnionState() {
+        let now = NIODeadline.now()
+        if let last = lastNewnym, now - last < .seconds(10) { return }
+        lastNewnym = now
+        guard let connection = control.connection else { return }
+        let logger = self.logger
+        Task {
+            do {
+                try await connection.send(.signal(.newnym))
+                // NEWNYM also drops the client authorization keys added for this run: add them again.
+                try await self.authorizeClients(connection)
+                logger.info("asked tor for fresh circuits and onion descriptors (SIGNAL NEWNYM) after a failed onion connection")
+            } catch {
+                logger.debug("SIGNAL NEWNYM failed: \(error)")
+            }
+        }
     }
 
     /// What `sotto status` and refusals say about tor right now.

@@ -20,6 +20,16 @@ enum TorStreamError: Error, CustomStringConvertible {
         }
     }
 
+    /// An onion service that restarted (new introduction points) can stay unreachable while tor
+    /// holds its old descriptor: a timeout or an onion-service error is worth a fresh start.
+    var suggestsStaleOnionState: Bool {
+        switch self {
+        case .timedOut: return true
+        case .socks(.requestFailed(_, _, let reply)): return (0xF0...0xF7).contains(reply.value)
+        case .notReady, .socks: return false
+        }
+    }
+
     /// The reply a SOCKS client of the gateway gets for this failure.
     var socksReply: SOCKSServerReply {
         switch self {
@@ -41,6 +51,7 @@ enum TorStreams {
     /// Opens a stream to `host:port` (a name is resolved by tor, never here) and runs `ready` on the
     /// channel before the first byte of data flows.
     static func open(host: String, port: Int, profile: Profile, runtime: TorRuntime, on loop: EventLoop,
+                     timeout: TimeAmount = negotiationTimeout,
                      ready: @escaping (Channel) -> EventLoopFuture<Void>) -> EventLoopFuture<Channel> {
         guard runtime.phase == .ready, let socks = runtime.socksAddress else {
             return loop.makeFailedFuture(TorStreamError.notReady(runtime.stateDescription))
@@ -55,7 +66,7 @@ enum TorStreams {
         } catch {
             return loop.makeFailedFuture(error)
         }
-        let handler = SOCKS5ConnectHandler(negotiation: negotiation, timeout: negotiationTimeout)
+        let handler = SOCKS5ConnectHandler(negotiation: negotiation, timeout: timeout)
         var bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(.seconds(10))
             .channelInitializer { $0.pipeline.addHandler(handler) }
@@ -92,9 +103,20 @@ struct TorTransport: TunnelTransport {
             return loop.makeFailedFuture(TransportError.addressNotReachable(
                 peer: peer.name, address: "\(peer.address)", transport: name))
         }
+        let runtime = self.runtime
+        let isOnion = host.hasSuffix(".onion")
+        // A tunnel attempt is retried with backoff, so it need not wait as long as tor would.
         return TorStreams.open(host: host, port: peer.remotePort, profile: profile, runtime: runtime, on: loop,
-                               ready: initializer)
+                               timeout: Self.tunnelTimeout, ready: initializer)
+            .flatMapErrorThrowing { error in
+                if isOnion, let error = error as? TorStreamError, error.suggestsStaleOnionState {
+                    runtime.forgetOnionState()
+                }
+                throw error
+            }
     }
+
+    static let tunnelTimeout = TimeAmount.seconds(30)
 }
 
 /// Runs a sans-I/O `SOCKS5ClientNegotiation` on a fresh connection; `established` succeeds when

@@ -29,7 +29,7 @@ IDENTITY = "sotto-tor-client"
 TIME = re.compile(rb"^[A-Z][a-z]{2} [ 0-9]\d \d{2}:\d{2}:\d{2}\s*$")
 HELLO = b"hello from behind the onion service\n"
 # An onion service is reachable 2-3 s after ADD_ONION here (DESIGN.md); tunnels retry with backoff.
-REACH_TIMEOUT = 90
+REACH_TIMEOUT = 120
 
 METRICS = tornet.METRICS
 
