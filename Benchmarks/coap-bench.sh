@@ -8,8 +8,13 @@
 # SOTTO=path/to/sotto picks the binary (default .build/release/sotto).
 set -euo pipefail
 
+case "${1:-}" in
+-h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+esac
 count=${1:-2000}
 payload_bytes=${2:-64}
+[[ $count =~ ^[0-9]+$ && $count -ge 1 ]] || { echo "coap-bench.sh: COUNT must be a positive number, got '$count' (see --help)" >&2; exit 2; }
+[[ $payload_bytes =~ ^[0-9]+$ && $payload_bytes -ge 1 ]] || { echo "coap-bench.sh: PAYLOAD_BYTES must be a positive number, got '$payload_bytes'" >&2; exit 2; }
 sotto=${SOTTO:-.build/release/sotto}
 [ -x "$sotto" ] || { echo "no sotto binary at $sotto (swift build -c release, or set SOTTO)" >&2; exit 2; }
 command -v coap-server-openssl >/dev/null || { echo "coap-server-openssl is missing (apt install libcoap3-bin)" >&2; exit 2; }

@@ -109,7 +109,7 @@ public enum CoAPServerEvent: Sendable, Equatable, CustomStringConvertible {
         case .listening(let endpoint): return "listening on \(endpoint)"
         case .stoppedListening(let endpoint): return "stopped listening on \(endpoint)"
         case .unknownIdentity(let length): return "refused a DTLS handshake with an unknown PSK identity (\(length) bytes)"
-        case .dtlsError(let peer): return "DTLS error with \(peer) (wrong PSK key?)"
+        case .dtlsError(let peer): return "DTLS handshake with \(peer) failed (an unknown identity is logged just before; a wrong key makes no error here: the server drops the record silently, RFC 6347 4.1.2.7)"
         case .storeFault(let text): return "message store fault: \(text)"
         case .expired(let count): return "removed \(count) expired envelope(s)"
         }
