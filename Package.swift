@@ -78,7 +78,9 @@ let package = Package(
             name: "sotto-bench",
             dependencies: [
                 "SottoSOCKS",
+                "SottoCoAP",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSOCKS", package: "swift-nio-extras"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -461,7 +461,8 @@ class TCPEcho:
 class RecordingProxy:
     """A TCP relay between the entry and the exit's tunnel listener. Records the first
     `CELL_SIZE` bytes of every entry->exit stream (the Noise first message) and can corrupt
-    one byte of the next entry->exit cell after the handshake."""
+    one byte of the next entry->exit cell after the handshake. `traffic` records what an
+    observer of the link sees: (monotonic time, entry_to_exit, bytes) of every read."""
 
     def __init__(self, target_port: int):
         self.target_port = target_port
@@ -473,6 +474,7 @@ class RecordingProxy:
         self.first_messages: list[bytes] = []
         self.corrupt_next_cell = threading.Event()
         self.corrupted = threading.Event()
+        self.traffic: list[tuple[float, bool, int]] = []
         self._stop = threading.Event()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -510,6 +512,8 @@ class RecordingProxy:
                 data = src.recv(65536)
                 if not data:
                     break
+                with self._lock:
+                    self.traffic.append((time.monotonic(), entry_to_exit, len(data)))
                 if entry_to_exit:
                     if len(first) < CELL_SIZE:
                         first += data[:CELL_SIZE - len(first)]
@@ -534,6 +538,13 @@ class RecordingProxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    def bytes_between(self, start: float, end: float) -> tuple[int, int]:
+        """Bytes entry->exit and exit->entry read in [start, end) (monotonic seconds)."""
+        with self._lock:
+            up = sum(n for t, e, n in self.traffic if start <= t < end and e)
+            down = sum(n for t, e, n in self.traffic if start <= t < end and not e)
+        return up, down
 
     def stop(self):
         self._stop.set()

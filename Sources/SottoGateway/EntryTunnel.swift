@@ -147,7 +147,8 @@ final class EntryTunnel: TunnelSessionDelegate {
             return
         }
         let session = TunnelSession(initiator: initiator, name: name, cellSize: peer.cellSize,
-                                    settings: settings, counters: counters, logger: logger, shaping: shaping)
+                                    settings: settings, counters: counters, logger: logger, shaping: shaping,
+                                    group: profile.name)
         session.delegate = self
         self.session = session
         logger.debug("connecting", metadata: ["transport": "\(transport.name)"])

@@ -6,6 +6,7 @@ import Darwin
 import Logging
 import NIOCore
 import SottoConfig
+import SottoShaping
 
 /// What the entry- and exit-side pieces of one running gateway share. Confined to the
 /// gateway's single event loop, so nothing here needs a lock.
@@ -73,7 +74,7 @@ final class GatewayContext {
         for service in exitServices {
             for session in service.sessions { tunnels.append(session.snapshot(side: "exit")) }
         }
-        return StatusSnapshot(
+        var snapshot = StatusSnapshot(
             pid: getpid(), uptimeSeconds: Double((NIODeadline.now() - startedAt).nanoseconds) / 1e9,
             profiles: config.profiles.map { "\($0.name) (\($0.anonymizer.rawValue), shaping \($0.shaping.rawValue))" },
             listeners: listeners, counters: counters.dictionary, tor: tor.map { tor in
@@ -81,5 +82,34 @@ final class GatewayContext {
                                    bootstrapProgress: tor.progress, socks: tor.socksAddress.map { "\($0)" },
                                    restarts: tor.restarts, onionServices: tor.published)
             }, tunnels: tunnels)
+        snapshot.shapingTotals = shapingTotals()
+        return snapshot
+    }
+
+    /// Per profile (entry) and service (exit): the ended tunnels' shaping counters plus the live ones'.
+    private func shapingTotals() -> [StatusSnapshot.ShapingTotal] {
+        var groups: [String: (ended: ShapingTotals?, live: [TunnelSession])] = [:]
+        for (key, totals) in counters.endedShaping { groups[key, default: (nil, [])].ended = totals }
+        let live = entryTunnels.values.compactMap(\.session) + exitServices.flatMap(\.sessions)
+        for session in live where session.shapingCounters != nil {
+            groups[ShapingTotals.key(side: session.sideName, group: session.group), default: (nil, [])].live.append(session)
+        }
+        return groups.sorted { $0.key < $1.key }.map { _, group in
+            var sum = group.ended?.counters ?? ShapingCounters()
+            var coverReceived = group.ended?.coverCellsReceived ?? 0
+            var queueDepth = 0
+            for session in group.live {
+                if let c = session.shapingCounters { sum.add(c) }
+                coverReceived += session.counters.coverCellsReceived
+                queueDepth += session.queuedCells
+            }
+            let first = group.live.first
+            let policies = Set(group.live.map { "\($0.appliedShaping)" }).sorted().joined(separator: ", ")
+            return StatusSnapshot.ShapingTotal(
+                side: group.ended?.side ?? first?.sideName ?? "?", group: group.ended?.group ?? first?.group ?? "?",
+                liveTunnels: group.live.count, endedTunnels: group.ended?.tunnels ?? 0,
+                shaping: StatusSnapshot.Shaping(policy: policies, peerAnswered: group.live.allSatisfy(\.peerAnsweredShaping),
+                                                counters: sum, coverCellsReceived: coverReceived, queueDepth: queueDepth))
+        }
     }
 }

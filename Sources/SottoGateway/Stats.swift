@@ -1,4 +1,5 @@
 import NIOCore
+import SottoShaping
 
 /// Counters of one tunnel. Loop-confined: only the tunnel's event loop touches them.
 final class TunnelCounters {
@@ -32,6 +33,35 @@ final class GatewayCounters {
     var tunnelReconnects = 0
     var cellAuthenticationFailures = 0
     var pendingDatagramsDropped = 0 // entry: datagrams queued for a tunnel that was not up
+    var hopFlowsRetired = 0        // exit: UDP flows to a HOST:hopping expose closed at an epoch boundary
+    /// Shaping counters of tunnels that ended, per profile (entry) or service (exit), so that
+    /// `sotto status` shows totals that survive reconnects. Keyed by `ShapingTotals.key`.
+    var endedShaping: [String: ShapingTotals] = [:]
+
+    func recordEnded(side: String, group: String, counters: ShapingCounters, coverCellsReceived: Int) {
+        let key = ShapingTotals.key(side: side, group: group)
+        let totals = endedShaping[key] ?? ShapingTotals(side: side, group: group)
+        totals.counters.add(counters)
+        totals.coverCellsReceived += coverCellsReceived
+        totals.tunnels += 1
+        endedShaping[key] = totals
+    }
+}
+
+/// Shaping counters summed over tunnels: one profile's (entry) or one service's (exit).
+final class ShapingTotals {
+    let side: String
+    let group: String
+    var counters = ShapingCounters()
+    var coverCellsReceived = 0
+    var tunnels = 0
+
+    init(side: String, group: String) {
+        self.side = side
+        self.group = group
+    }
+
+    static func key(side: String, group: String) -> String { "\(side)\u{0}\(group)" }
 }
 
 /// What `sotto status` shows: a snapshot encoded as JSON on the status socket.
@@ -106,6 +136,18 @@ struct StatusSnapshot: Codable {
     }
     var tor: Tor?
     var tunnels: [Tunnel]
+    /// Shaping totals per profile (entry side) and per service (exit side): the live tunnels
+    /// plus every tunnel that ended since the gateway started.
+    struct ShapingTotal: Codable {
+        var side: String             // "entry": `group` is a profile; "exit": a service
+        var group: String
+        var liveTunnels: Int
+        var endedTunnels: Int
+        /// Sums; `policy` lists the live tunnels' policies, `queueDepth` is summed over them and
+        /// `peakQueueDepth` is the highest of any one tunnel.
+        var shaping: Shaping
+    }
+    var shapingTotals: [ShapingTotal] = []
 }
 
 extension GatewayCounters {
@@ -124,6 +166,21 @@ extension GatewayCounters {
             "tunnel_reconnects": tunnelReconnects,
             "cell_authentication_failures": cellAuthenticationFailures,
             "pending_datagrams_dropped": pendingDatagramsDropped,
+            "hop_flows_retired": hopFlowsRetired,
         ]
+    }
+}
+
+extension StatusSnapshot.Shaping {
+    init(policy: String, peerAnswered: Bool, counters c: ShapingCounters, coverCellsReceived: Int, queueDepth: Int) {
+        let ms = { (ns: UInt64?) in ns.map { Double($0) / 1e6 } }
+        self.init(
+            policy: policy, peerAnswered: peerAnswered,
+            realCells: c.realCells, coverCells: c.coverCells, realBytes: c.realBytes, coverBytes: c.coverBytes,
+            coverCellsReceived: coverCellsReceived, queueDepth: queueDepth,
+            peakQueueDepth: c.peakQueuedCells, datagramsDropped: c.datagramsDropped,
+            datagramCellsDropped: c.datagramCellsDropped, controlCellsRefused: c.controlCellsRefused,
+            backPressureEvents: c.backPressureEvents, missedSlots: c.missedSlots,
+            addedLatencyP50Ms: ms(c.addedLatency.p50), addedLatencyP99Ms: ms(c.addedLatency.p99))
     }
 }

@@ -89,6 +89,8 @@ final class TunnelSession: ChannelInboundHandler {
 
     let role: Role
     let name: String
+    /// What `sotto status` sums this tunnel's shaping into: its profile (entry) or service (exit).
+    let group: String
     let cellSize: Int
     let settings: TunnelSettings
     let maxFlows: Int
@@ -132,8 +134,9 @@ final class TunnelSession: ChannelInboundHandler {
     /// Entry side: the initiator, pinned to the peer's static key.
     /// `shaping` must be what the initiator's options carry (`shaping.encoded()`, or empty for `off`).
     init(initiator: TunnelInitiator, name: String, cellSize: Int, settings: TunnelSettings,
-         counters: GatewayCounters, logger: Logger, shaping: ShapingParameters = .off,
+         counters: GatewayCounters, logger: Logger, shaping: ShapingParameters = .off, group: String? = nil,
          queueLimits: ShapingQueueLimits = TunnelSession.defaultQueueLimits) {
+        self.group = group ?? name
         self.shapingProposal = shaping
         self.shapingLimits = nil
         self.shapingDefault = .off
@@ -156,6 +159,7 @@ final class TunnelSession: ChannelInboundHandler {
          maxFlows: Int, counters: GatewayCounters, logger: Logger,
          shapingDefault: ShapingParameters = .off, shapingLimits: ShapingLimits? = nil,
          queueLimits: ShapingQueueLimits = TunnelSession.defaultQueueLimits) {
+        self.group = name
         self.shapingProposal = .off
         self.shapingLimits = shapingLimits
         self.shapingDefault = shapingDefault
@@ -767,6 +771,10 @@ final class TunnelSession: ChannelInboundHandler {
         timer?.cancel()
         timer = nil
         scheduler?.stop()
+        if let shaping = shapingCounters {
+            gatewayCounters.recordEnded(side: sideName, group: group, counters: shaping,
+                                        coverCellsReceived: counters.coverCellsReceived)
+        }
         if wasEstablished {
             logger.info("tunnel closed", metadata: ["tunnel": "\(name)", "error": "\(error.map { "\($0)" } ?? "none")"])
         }
@@ -807,23 +815,24 @@ final class TunnelSession: ChannelInboundHandler {
         return tunnel
     }
 
-    private func shapingSnapshot() -> StatusSnapshot.Shaping {
-        // `off` has no core: its real cells are all the cells sent.
-        let c = scheduler?.shapingCounters ?? {
+    var sideName: String { role == .entry ? "entry" : "exit" }
+
+    /// This side's shaping counters; nil before the handshake chose a scheduler. `off` has no
+    /// core: its real cells are all the cells sent.
+    var shapingCounters: ShapingCounters? {
+        guard let scheduler else { return nil }
+        return scheduler.shapingCounters ?? {
             var c = ShapingCounters()
             c.realCells = counters.cellsSent
             c.realBytes = counters.bytesSent
             return c
         }()
-        let ms = { (ns: UInt64?) in ns.map { Double($0) / 1e6 } }
-        return StatusSnapshot.Shaping(
-            policy: "\(appliedShaping)", peerAnswered: peerAnsweredShaping,
-            realCells: c.realCells, coverCells: c.coverCells, realBytes: c.realBytes, coverBytes: c.coverBytes,
-            coverCellsReceived: counters.coverCellsReceived, queueDepth: queuedCells,
-            peakQueueDepth: c.peakQueuedCells, datagramsDropped: c.datagramsDropped,
-            datagramCellsDropped: c.datagramCellsDropped, controlCellsRefused: c.controlCellsRefused,
-            backPressureEvents: c.backPressureEvents, missedSlots: c.missedSlots,
-            addedLatencyP50Ms: ms(c.addedLatency.p50), addedLatencyP99Ms: ms(c.addedLatency.p99))
+    }
+
+    private func shapingSnapshot() -> StatusSnapshot.Shaping {
+        StatusSnapshot.Shaping(policy: "\(appliedShaping)", peerAnswered: peerAnsweredShaping,
+                               counters: shapingCounters ?? ShapingCounters(),
+                               coverCellsReceived: counters.coverCellsReceived, queueDepth: queuedCells)
     }
 
     private var stateName: String {

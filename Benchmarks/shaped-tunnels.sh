@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Issue 5's benchmark: CPU and memory of an exit gateway serving N shaped tunnels (default 1,000)
+# that are idle at `constant` 10 cells/s each, i.e. 10,000 cells/s each way in total.
+#
+# On 127.0.0.1 it starts an exit gateway (one service, anonymizer none, udp 7 -> a UDP echo) and
+# one load gateway: an ordinary `sotto run` whose config has N peers (all the same exit) and N
+# UDP forwards (on 127.0.x.y, one per peer), so it keeps N tunnels, each shaped `constant` both
+# ways. One datagram through each forward brings its tunnel up (and is echoed back); then nothing
+# but cover cells flows. It reads from /proc the exit's resident memory before the tunnels and
+# with them, and its CPU time over a measuring window; the cell rate comes from the exit's own
+# counters (`sotto status`, shaping totals). Targets: under 30 % of one core and under 64 KB per
+# tunnel. The load gateway's own CPU is printed too (the same shaping code, entry side); both
+# share this machine's cores.
+#
+# Usage: Benchmarks/shaped-tunnels.sh [TUNNELS] [SECONDS]    (defaults 1000 and 30)
+# Environment: RATE (cells/s per tunnel, default 10), SOTTO / SOTTO_BENCH (binaries; default the
+# release build, built when missing).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+case "${1:-}" in
+-h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+esac
+tunnels=${1:-1000}
+seconds=${2:-30}
+rate=${RATE:-10}
+[[ $tunnels =~ ^[0-9]+$ && $tunnels -ge 1 && $tunnels -le 20000 ]] || { echo "shaped-tunnels.sh: TUNNELS must be 1-20000, got '$tunnels'" >&2; exit 2; }
+[[ $seconds =~ ^[0-9]+$ && $seconds -ge 5 && $seconds -le 600 ]] || { echo "shaped-tunnels.sh: SECONDS must be 5-600, got '$seconds'" >&2; exit 2; }
+[[ $rate =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "shaped-tunnels.sh: RATE must be a number, got '$rate'" >&2; exit 2; }
+
+if ! command -v swift >/dev/null && [[ -x /opt/swift/usr/bin/swift ]]; then export PATH="$PATH:/opt/swift/usr/bin"; fi
+sotto=${SOTTO:-$ROOT/.build/release/sotto}
+bench=${SOTTO_BENCH:-$ROOT/.build/release/sotto-bench}
+if [[ -z "${SOTTO:-}" || -z "${SOTTO_BENCH:-}" ]]; then
+    echo "shaped-tunnels.sh: release build (swift build -c release)" >&2
+    swift build -c release --product sotto >/dev/null </dev/null
+    swift build -c release --product sotto-bench >/dev/null </dev/null
+fi
+[[ -x $sotto && -x $bench ]] || { echo "shaped-tunnels.sh: no binaries at $sotto / $bench" >&2; exit 2; }
+
+work=$(mktemp -d /tmp/sotto-tunnels.XXXXXX)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+umask 077
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+mapfile -t ports < <("$bench" free-ports --count 3)
+tunnel_port=${ports[0]} echo_port=${ports[1]} forward_port=${ports[2]}
+"$sotto" keygen --out "$work/keys" --name exit >/dev/null
+"$bench" udp-echo --listen "127.0.0.1:$echo_port" > "$work/echo.log" 2>&1 &
+pids+=($!)
+
+cat > "$work/exit.toml" <<EOF
+state_dir = "$work/state-exit"
+log_level = "warning"
+[[profile]]
+name = "direct"
+anonymizer = "none"
+[[service]]
+name = "home"
+listen = "127.0.0.1:$tunnel_port"
+private_key_file = "$work/keys/exit.key"
+psk_file = "$work/keys/exit.psk"
+expose = ["udp 7 127.0.0.1:$echo_port"]
+max_tunnels = $((tunnels + 16))
+EOF
+
+# The load gateway: N peers and N forwards on 127.0.X.Y:forward_port (distinct addresses, one port).
+python3 - "$work" "$tunnels" "$tunnel_port" "$forward_port" "$rate" > "$work/load.toml" <<'PYEOF'
+import sys
+work, n, tunnel_port, forward_port, rate = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+print(f'state_dir = "{work}/state-load"\nlog_level = "warning"\n')
+print(f'[[profile]]\nname = "shaped"\nanonymizer = "none"\nshaping = "constant"\nrate = {rate}\njitter = 0.2\n')
+for i in range(n):
+    print(f'[[peer]]\nname = "p{i}"\naddress = "127.0.0.1:{tunnel_port}"\n'
+          f'public_key_file = "{work}/keys/exit.pub"\npsk_file = "{work}/keys/exit.psk"\n')
+for i in range(n):
+    print(f'[[forward]]\nlisten = "udp://127.0.{2 + i // 250}.{1 + i % 250}:{forward_port}"\nto = "p{i}:7"\n')
+PYEOF
+
+# VmRSS in KiB and utime+stime in clock ticks of a PID.
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+"$sotto" run --config "$work/exit.toml" > "$work/exit.log" 2>&1 &
+exit_pid=$!
+pids+=($exit_pid)
+"$bench" wait-listen --tcp "127.0.0.1:$tunnel_port" --timeout 30
+sleep 2
+exit_rss_idle=$(rss_kib "$exit_pid")
+
+"$sotto" run --config "$work/load.toml" > "$work/load.log" 2>&1 &
+load_pid=$!
+pids+=($load_pid)
+"$bench" wait-listen --udp "127.0.$((2 + (tunnels - 1) / 250)).$((1 + (tunnels - 1) % 250)):$forward_port" --timeout 120
+
+# One datagram through every forward; each echo proves its tunnel is up. Bounded: 3 rounds.
+python3 - "$tunnels" "$forward_port" <<'PYEOF'
+import select, socket, sys, time
+n, port = int(sys.argv[1]), int(sys.argv[2])
+socks = []
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.setblocking(False)
+    socks.append((s, (f"127.0.{2 + i // 250}.{1 + i % 250}", port)))
+pending = set(range(n))
+for round_ in range(3):
+    for i in sorted(pending):
+        socks[i][0].sendto(b"up", socks[i][1])
+        if i % 50 == 49:
+            time.sleep(0.05)        # a steady start, not 1,000 handshakes at once
+    deadline = time.monotonic() + 60
+    while pending and time.monotonic() < deadline:
+        ready, _, _ = select.select([socks[i][0] for i in pending], [], [], 0.5)
+        for s in ready:
+            i = next(j for j in pending if socks[j][0] is s)
+            try:
+                if s.recv(100) == b"up":
+                    pending.discard(i)
+            except OSError:
+                pass
+    if not pending:
+        break
+print(f"shaped-tunnels: {n - len(pending)} of {n} tunnels up (an echo came back through each)", file=sys.stderr)
+for s, _ in socks:
+    s.close()
+sys.exit(0 if not pending else 1)
+PYEOF
+
+totals() {   # prints "live cells_sent cover_received" of the exit's service, from sotto status
+    "$sotto" status --config "$work/exit.toml" | python3 -c '
+import json, sys
+t = [g for g in json.load(sys.stdin).get("shapingTotals", []) if g["side"] == "exit"][0]
+s = t["shaping"]
+print(t["liveTunnels"], s["realCells"] + s["coverCells"], s["coverCellsReceived"], s["missedSlots"])'
+}
+
+sleep 5   # past the start-up
+read -r live0 sent0 received0 missed0 < <(totals)
+ticks0=$(cpu_ticks "$exit_pid"); load_ticks0=$(cpu_ticks "$load_pid"); t0=$(date +%s%N)
+sleep "$seconds"
+ticks1=$(cpu_ticks "$exit_pid"); load_ticks1=$(cpu_ticks "$load_pid"); t1=$(date +%s%N)
+read -r live1 sent1 received1 missed1 < <(totals)
+exit_rss_loaded=$(rss_kib "$exit_pid")
+load_rss=$(rss_kib "$load_pid")
+
+python3 - <<PYEOF
+hz = $(getconf CLK_TCK)
+elapsed = ($t1 - $t0) / 1e9
+tunnels, live = $tunnels, $live1
+cpu = ($ticks1 - $ticks0) / hz / elapsed * 100
+load_cpu = ($load_ticks1 - $load_ticks0) / hz / elapsed * 100
+sent = ($sent1 - $sent0) / elapsed
+received = ($received1 - $received0) / elapsed
+per_tunnel = ($exit_rss_loaded - $exit_rss_idle) * 1024 / max(live, 1)
+print(f"exit gateway, {live} live shaped tunnels (constant $rate cells/s ±20% each way), {elapsed:.1f} s window:")
+print(f"  cells sent     {sent:,.0f}/s   cover cells received {received:,.0f}/s   missed slots {$missed1 - $missed0}")
+print(f"  CPU            {cpu:.1f} % of one core   (target < 30 %: {'met' if cpu < 30 else 'NOT met'})")
+print(f"  resident memory {$exit_rss_idle / 1024:.1f} MiB idle, {$exit_rss_loaded / 1024:.1f} MiB with the tunnels: "
+      f"{per_tunnel / 1024:.1f} KiB per tunnel   (target < 64 KB: {'met' if per_tunnel < 64000 else 'NOT met'})")
+print(f"load gateway (entry side, same shaping): CPU {load_cpu:.1f} % of one core, resident memory {$load_rss / 1024:.1f} MiB")
+print(f"RESULT name=shaped-tunnels tunnels={live} cells_per_s={sent:.0f} cpu_percent={cpu:.1f} kib_per_tunnel={per_tunnel / 1024:.1f} "
+      f"rss_idle_mib={$exit_rss_idle / 1024:.1f} rss_loaded_mib={$exit_rss_loaded / 1024:.1f} load_cpu_percent={load_cpu:.1f}")
+PYEOF
