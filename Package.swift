@@ -49,7 +49,7 @@ let package = Package(
         .target(
             name: "SottoGateway",
             dependencies: [
-                "SottoTunnel", "SottoSOCKS", "SottoConfig", "TorControl", "SottoShaping",
+                "SottoTunnel", "SottoSOCKS", "SottoConfig", "TorControl", "SottoShaping", "SottoChannels",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSOCKS", package: "swift-nio-extras"),

@@ -59,6 +59,7 @@ struct ConfigParser {
         let channelSection = try parseChannelSection(top)
         config.channels = channelSection.channels
         config.hopping = channelSection.hopping
+        try checkHoppingExposes(config)
         warnings += channelSection.warnings
         inlineSecretKeys += channelSection.inlineSecretKeys
         config.warnings = warnings
@@ -442,7 +443,24 @@ struct ConfigParser {
         return services
     }
 
-    /// `expose = ["udp 5684 127.0.0.1:5684", ...]`: protocol, virtual port, local target.
+    /// `HOST:hopping` exposes need the file's `[hopping]` table (read after the services).
+    private func checkHoppingExposes(_ config: SottoConfig) throws {
+        guard config.hopping == nil else { return }
+        for (serviceIndex, service) in config.services.enumerated() {
+            guard let index = service.exposes.firstIndex(where: { if case .hopping = $0.target { true } else { false } })
+            else { continue }
+            throw ConfigError(
+                file: file, key: "service[\(serviceIndex + 1)] '\(service.name)'.expose[\(index + 1)]",
+                message: "'\(service.exposes[index].target)' follows the port hopping schedule, but this file has no "
+                    + "[hopping] table; add one with the server's secret_file, range and epoch_seconds (docs/channels.md)")
+        }
+    }
+
+    /// The word that stands for the port in `HOST:hopping`.
+    static let hoppingPortWord = "hopping"
+
+    /// `expose = ["udp 5684 127.0.0.1:5684", ...]`: protocol, virtual port, local target;
+    /// `udp 5684 127.0.0.1:hopping` follows the `[hopping]` schedule.
     private func parseExposes(_ r: TableReader) throws -> [Expose] {
         guard let lines = try r.stringArray("expose") else {
             throw r.error("expose", "missing key 'expose': list what the service offers, e.g. "
@@ -462,19 +480,44 @@ struct ConfigParser {
                 throw r.error(key, "'\(fields[0])' is not a protocol: expected udp or tcp, in '\(line)'")
             }
             let virtualPort = try self.virtualPort(String(fields[1]), r, key)
-            let target: HostPort
-            do {
-                target = try HostPort.parse(String(fields[2]))
-            } catch let error as HostPort.ParseError {
-                throw r.error(key, "target " + error.description)
-            }
-            guard target.port != 0 else { throw r.error(key, "target port 0 cannot be connected to") }
+            let target = try exposeTarget(String(fields[2]), proto: proto, r, key)
             if let other = exposes.firstIndex(where: { $0.proto == proto && $0.virtualPort == virtualPort }) {
                 throw r.error(key, "duplicate virtual port \(proto.rawValue) \(virtualPort) (also expose[\(other + 1)])")
             }
             exposes.append(Expose(proto: proto, virtualPort: virtualPort, target: target))
         }
         return exposes
+    }
+
+    /// `HOST:PORT`, or `HOST:hopping` for a UDP expose.
+    private func exposeTarget(_ text: String, proto: TransportProtocol, _ r: TableReader, _ key: String) throws -> ExposeTarget {
+        let suffix = ":" + Self.hoppingPortWord
+        if text.lowercased().hasSuffix(suffix) {
+            let hostText = String(text.dropLast(suffix.count))
+            guard proto == .udp else {
+                throw r.error(key, "target '\(text)': port hopping applies to udp exposes only (the hopping server "
+                    + "speaks DTLS over UDP); give a tcp expose a fixed HOST:PORT")
+            }
+            if hostText.contains(":"), !hostText.hasPrefix("[") {
+                throw r.error(key, "target '\(text)': an IPv6 address needs brackets, as in [::1]:hopping")
+            }
+            let host: HostPort
+            do {
+                // The host part is checked as in HOST:PORT; the port is the schedule's.
+                host = try HostPort.parse(hostText + ":1")
+            } catch let error as HostPort.ParseError {
+                throw r.error(key, "target '\(text)': \(error.reason)")
+            }
+            return .hopping(host: host.host)
+        }
+        let target: HostPort
+        do {
+            target = try HostPort.parse(text)
+        } catch let error as HostPort.ParseError {
+            throw r.error(key, "target " + error.description + " (or HOST:hopping for a udp expose that follows [hopping])")
+        }
+        guard target.port != 0 else { throw r.error(key, "target port 0 cannot be connected to") }
+        return .fixed(target)
     }
 
     // MARK: shared pieces

@@ -252,16 +252,50 @@ public struct Forward: Sendable, Equatable {
     }
 }
 
-/// One `expose` entry: `"udp 5684 127.0.0.1:5684"`.
+/// Where an `expose` entry delivers its flows.
+public enum ExposeTarget: Sendable, Hashable, CustomStringConvertible {
+    /// `HOST:PORT`.
+    case fixed(HostPort)
+    /// `HOST:hopping` (UDP only): each flow goes to the port the file's `[hopping]` schedule gives
+    /// for the epoch the flow begins in, and is retired when the server closes that port
+    /// (docs/channels.md, "An exit gateway in front of a hopping server").
+    case hopping(host: String)
+
+    public var host: String {
+        switch self {
+        case .fixed(let hostPort): return hostPort.host
+        case .hopping(let host): return host
+        }
+    }
+
+    /// The fixed target; nil for a hopping one.
+    public var hostPort: HostPort? {
+        if case .fixed(let hostPort) = self { return hostPort }
+        return nil
+    }
+
+    public var description: String {
+        switch self {
+        case .fixed(let hostPort): return hostPort.description
+        case .hopping(let host): return (host.contains(":") ? "[\(host)]" : host) + ":hopping"
+        }
+    }
+}
+
+/// One `expose` entry: `"udp 5684 127.0.0.1:5684"`, or `"udp 5684 127.0.0.1:hopping"`.
 public struct Expose: Sendable, Equatable {
     public var proto: TransportProtocol
     public var virtualPort: Int
-    public var target: HostPort
+    public var target: ExposeTarget
 
-    public init(proto: TransportProtocol, virtualPort: Int, target: HostPort) {
+    public init(proto: TransportProtocol, virtualPort: Int, target: ExposeTarget) {
         self.proto = proto
         self.virtualPort = virtualPort
         self.target = target
+    }
+
+    public init(proto: TransportProtocol, virtualPort: Int, target: HostPort) {
+        self.init(proto: proto, virtualPort: virtualPort, target: .fixed(target))
     }
 }
 
@@ -310,7 +344,7 @@ public struct Service: Sendable, Equatable {
     }
 
     /// The target for a flow to `virtualPort` over `proto`, or nil when the service exposes none.
-    public func target(for proto: TransportProtocol, virtualPort: Int) -> HostPort? {
+    public func target(for proto: TransportProtocol, virtualPort: Int) -> ExposeTarget? {
         exposes.first { $0.proto == proto && $0.virtualPort == virtualPort }?.target
     }
 }

@@ -14,13 +14,18 @@ final class ExitService: TunnelSessionDelegate {
     private var tunnels: [ObjectIdentifier: TunnelSession] = [:]
     /// Targets resolved once at start-up, so no lookup happens per flow.
     private var targets: [String: SocketAddress] = [:]
+    /// `udp VPORT HOST:hopping` exposes: each flow's port comes from the `[hopping]` schedule.
+    private var hopTargets: [String: HopTarget] = [:]
+    /// The wall clock the hopping schedule is computed from.
+    private let clock: WallClock
     private(set) var channel: Channel?
 
     var sessions: [TunnelSession] { Array(tunnels.values) }
 
-    init(service: Service, gateway: GatewayContext) {
+    init(service: Service, gateway: GatewayContext, clock: @escaping WallClock = systemWallClock) {
         self.service = service
         self.gateway = gateway
+        self.clock = clock
         self.logger = gateway.logger
         self.logger[metadataKey: "service"] = "\(service.name)"
     }
@@ -30,12 +35,27 @@ final class ExitService: TunnelSessionDelegate {
     func start() -> EventLoopFuture<Channel> {
         do {
             for expose in service.exposes {
-                targets[Self.key(expose.proto, expose.virtualPort)] =
-                    try SocketAddress.makeAddressResolvingHost(expose.target.host, port: expose.target.port)
+                let key = Self.key(expose.proto, expose.virtualPort)
+                switch expose.target {
+                case .fixed(let target):
+                    targets[key] = try SocketAddress.makeAddressResolvingHost(target.host, port: target.port)
+                case .hopping(let host):
+                    // The parser refuses HOST:hopping without a [hopping] table.
+                    guard let hopping = gateway.config.hopping else {
+                        throw GatewayError.invalid("\(expose.target) needs a [hopping] table")
+                    }
+                    let address = try SocketAddress.makeAddressResolvingHost(host, port: 0)
+                    let name = "service \(service.name): \(expose.proto.rawValue) \(expose.virtualPort) -> \(expose.target)"
+                    let hop = try HopTarget(name: name, host: address, hopping: hopping, clock: clock,
+                                            loop: gateway.loop, counters: gateway.counters, logger: logger)
+                    hopTargets[key] = hop
+                    logger.notice("\(name): \(hopping)")
+                }
             }
         } catch {
             return gateway.loop.makeFailedFuture(GatewayError.invalid("service '\(service.name)': cannot resolve a target: \(error)"))
         }
+        for hop in hopTargets.values { hop.start() }
         return ServerBootstrap(group: gateway.loop)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
@@ -82,7 +102,14 @@ final class ExitService: TunnelSessionDelegate {
 
     func tunnel(_ session: TunnelSession, requestsFlow id: UInt32, _ request: OpenRequest) {
         let proto: TransportProtocol = request.kind == .udp ? .udp : .tcp
-        guard let target = targets[Self.key(proto, Int(request.virtualPort))] else {
+        let key = Self.key(proto, Int(request.virtualPort))
+        if request.kind == .udp, let hop = hopTargets[key] {
+            let flow = hop.makeFlow(session: session, flowID: id)
+            session.acceptFlow(id, request: request, endpoint: flow)
+            flow.start(on: gateway.loop)
+            return
+        }
+        guard let target = targets[key] else {
             logger.info("service \(service.name): refusing a flow to \(proto.rawValue) port \(request.virtualPort), which is not exposed")
             session.refuseFlow(id, reason: .noSuchPort, message: "\(proto.rawValue) port \(request.virtualPort) is not exposed")
             return
@@ -122,6 +149,7 @@ final class ExitService: TunnelSessionDelegate {
     }
 
     func stop() {
+        for hop in hopTargets.values { hop.stop() }
         channel?.close(promise: nil)
         for session in tunnels.values { session.close() }
     }
@@ -141,11 +169,23 @@ final class ExitUDPFlow: ChannelInboundHandler, TunnelFlowEndpoint {
     private var early: [ByteBuffer] = []
     private var closed = false
     private static let earlyLimit = 64
+    /// Called once when the flow ends for any reason but `retire` (a hopping expose's bookkeeping).
+    var onEnded: (() -> Void)?
 
     init(target: SocketAddress, session: TunnelSession, flowID: UInt32) {
         self.target = target
         self.session = session
         self.flowID = flowID
+    }
+
+    /// The hopping server closes this flow's port: the flow ends, the entry hears a close (and
+    /// forgets it, so its client's next datagram opens a new flow), and the socket closes.
+    func retire() {
+        guard !closed else { return }
+        closed = true
+        onEnded = nil
+        session?.closeFlow(flowID, reason: .normal, message: "the hopping server closed this flow's port")
+        channel?.close(promise: nil)
     }
 
     func start(on loop: EventLoop) {
@@ -190,5 +230,8 @@ final class ExitUDPFlow: ChannelInboundHandler, TunnelFlowEndpoint {
     func tunnelClosed(reason: CloseReason, message: String) {
         closed = true
         channel?.close(promise: nil)
+        let ended = onEnded
+        onEnded = nil
+        ended?()
     }
 }

@@ -44,7 +44,7 @@ final class ConfigParsingTests: XCTestCase {
                     ],
                     maxTunnels: 8, maxFlowsPerTunnel: 16),
         ])
-        XCTAssertEqual(config.service(named: "coap")?.target(for: .tcp, virtualPort: 80), HostPort(host: "127.0.0.1", port: 8080))
+        XCTAssertEqual(config.service(named: "coap")?.target(for: .tcp, virtualPort: 80), .fixed(HostPort(host: "127.0.0.1", port: 8080)))
         XCTAssertNil(config.service(named: "coap")?.target(for: .tcp, virtualPort: 5684))
     }
 
