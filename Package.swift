@@ -51,6 +51,7 @@ let package = Package(
             dependencies: [
                 "SottoTunnel", "SottoSOCKS", "SottoConfig", "TorControl", "SottoShaping", "SottoChannels",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSOCKS", package: "swift-nio-extras"),
                 .product(name: "Logging", package: "swift-log"),

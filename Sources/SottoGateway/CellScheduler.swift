@@ -100,7 +100,8 @@ final class ImmediateScheduler: CellScheduler {
 }
 
 /// `padded`, `constant` and `poisson` (docs/shaping.md, "The gateway adapter"): drives a pure
-/// `ShapingCore` on the tunnel's event loop with one scheduled task, re-armed at each `.wait`.
+/// `ShapingCore` on the tunnel's event loop with one deadline in the loop's `SlotTimer`,
+/// re-armed at each `.wait`.
 /// Real and cover cells leave through the same `emit` (encode, seal, write, flush: one cell per
 /// write and flush), so neither the bytes nor the TCP push pattern tell them apart.
 final class ShapedScheduler: CellScheduler {
@@ -109,7 +110,8 @@ final class ShapedScheduler: CellScheduler {
     private let canWrite: () -> Bool
     /// Seals, writes and flushes exactly one cell.
     private let emit: (Cell) -> Void
-    private var timer: Scheduled<Void>?
+    private let slotTimer: SlotTimer
+    private var slotTimerID: UInt64 = 0
     private var timerDeadline: UInt64?
     private var stopped = false
     private var polling = false
@@ -126,7 +128,15 @@ final class ShapedScheduler: CellScheduler {
         self.emit = emit
         self.core = ShapingCore(parameters: parameters, queueLimits: queueLimits, cellSize: cellSize,
                                 now: eventLoop.now.uptimeNanoseconds)
+        self.slotTimer = SlotTimer.on(eventLoop)
+        self.slotTimerID = slotTimer.register { [weak self] in
+            guard let self = self else { return }
+            self.timerDeadline = nil
+            self.poll()
+        }
     }
+
+    deinit { slotTimer.unregister(slotTimerID) }
 
     var parameters: ShapingParameters { core.parameters }
     var queuedCells: Int { core.queuedCells }
@@ -191,31 +201,23 @@ final class ShapedScheduler: CellScheduler {
         }
     }
 
-    /// Keeps exactly one scheduled task, at `deadline`. While the transport is not writable no
+    /// Keeps exactly one deadline in the slot timer. While the transport is not writable no
     /// timer runs: writability coming back polls again (the core skips the slots it missed).
     private func arm(_ deadline: UInt64?) {
         guard let deadline = deadline, canWrite() else {
-            timer?.cancel()
-            timer = nil
+            slotTimer.cancel(slotTimerID)
             timerDeadline = nil
             return
         }
-        if timer != nil, timerDeadline == deadline { return }
-        timer?.cancel()
+        if timerDeadline == deadline { return }
         timerDeadline = deadline
-        timer = eventLoop.scheduleTask(deadline: NIODeadline.uptimeNanoseconds(deadline)) { [weak self] in
-            guard let self = self else { return }
-            self.timer = nil
-            self.timerDeadline = nil
-            self.poll()
-        }
+        slotTimer.schedule(slotTimerID, at: deadline)
     }
 
     func stop() {
         stopped = true
         _ = core.removeAll()
-        timer?.cancel()
-        timer = nil
+        slotTimer.unregister(slotTimerID)
         timerDeadline = nil
     }
 }
