@@ -1,7 +1,8 @@
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// One NIO timer per event loop for the slots of every shaped tunnel on it.
+/// One NIO timer per event loop for the slots of every shaped tunnel on it and the tunnels'
+/// 500 ms housekeeping ticks.
 ///
 /// Each `ShapedScheduler` needs a wake-up at its next slot: 10 per second per tunnel by
 /// default, 10,000 per second for 1,000 tunnels. Scheduling each through `scheduleTask` puts a

@@ -112,7 +112,10 @@ final class TunnelSession: ChannelInboundHandler {
     private var nextFlowID: UInt32 = 1
     private var endpointsToFlush: [ObjectIdentifier: TunnelFlowEndpoint] = [:]
     private var flushScheduled = false
-    private var timer: RepeatedTask?
+    /// The 500 ms housekeeping tick (keep-alive, idle timeout, flow expiry), a deadline in the
+    /// loop's shared `SlotTimer` rather than a NIO task per tunnel.
+    private var tickTimer: (slots: SlotTimer, id: UInt64)?
+    private static let tickInterval = TimeAmount.milliseconds(500)
     // Times come from the event loop's clock, so tests can drive them.
     private var startedAt = NIODeadline.now()
     private var lastSent = NIODeadline.now()
@@ -175,6 +178,10 @@ final class TunnelSession: ChannelInboundHandler {
         self.payloadCapacity = CellCodec.payloadCapacity(cellSize: cellSize)
     }
 
+    deinit {
+        if let (slots, id) = tickTimer { slots.unregister(id) }
+    }
+
     var isEstablished: Bool { if case .established = state { return true } else { return false } }
     var queuedCells: Int { scheduler?.queuedCells ?? 0 }
     var reassemblyPartial: Int { reassembler.partialCount }
@@ -194,16 +201,23 @@ final class TunnelSession: ChannelInboundHandler {
     }
 
     private func start(context: ChannelHandlerContext) {
-        guard timer == nil else { return }
+        guard tickTimer == nil else { return }
         remoteDescription = context.channel.remoteAddress.map { "\($0)" } ?? "?"
         logger[metadataKey: "remote"] = "\(remoteDescription)"
         startedAt = now
         lastReceived = now
         lastSent = now
-        let tick = TimeAmount.milliseconds(500)
-        timer = context.eventLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { [weak self] _ in
-            self?.tick()
+        let slots = SlotTimer.on(context.eventLoop)
+        var nextTick = now + Self.tickInterval
+        var id: UInt64 = 0
+        id = slots.register { [weak self] in
+            guard let self = self, self.tickTimer != nil else { return }
+            self.tick()
+            nextTick = nextTick + Self.tickInterval
+            if self.tickTimer != nil { slots.schedule(id, at: nextTick.uptimeNanoseconds) }
         }
+        tickTimer = (slots, id)
+        slots.schedule(id, at: nextTick.uptimeNanoseconds)
         if case .initiating(var initiator) = state {
             do {
                 let first = try initiator.makeFirstMessage()
@@ -768,8 +782,8 @@ final class TunnelSession: ChannelInboundHandler {
         if case .closed = state { return }
         let wasEstablished = isEstablished
         state = .closed
-        timer?.cancel()
-        timer = nil
+        if let (slots, id) = tickTimer { slots.unregister(id) }
+        tickTimer = nil
         scheduler?.stop()
         if let shaping = shapingCounters {
             gatewayCounters.recordEnded(side: sideName, group: group, counters: shaping,
