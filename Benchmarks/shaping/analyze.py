@@ -1006,7 +1006,17 @@ def _tick_label(v: float) -> str:
     return f"{v:.0f}" if abs(v - round(v)) < 1e-9 else f"{v:g}"
 
 
-def svg_panel(result: dict, y_offset: float, x_span_s: float | None = None) -> list[str]:
+def plot_peak(result: dict) -> int:
+    """The largest bin before the bulk phase: the y scale, so that a bulk transfer (clipped)
+    does not flatten the idle and chat traffic the plot is about."""
+    series = result["_series"]
+    t0, bin_s = series["start_ns"] / NS, series["bin_seconds"]
+    bulk = result["phases"].get("bulk")
+    limit = len(series["up"]) if bulk is None else max(0, int((bulk["start"] - t0) / bin_s))
+    return max(max(series["up"][:limit], default=0), max(series["down"][:limit], default=0), 1)
+
+
+def svg_panel(result: dict, y_offset: float, x_span_s: float | None = None, peak: int | None = None) -> list[str]:
     series = result["_series"]
     up, down, bin_s = series["up"], series["down"], series["bin_seconds"]
     t0 = series["start_ns"] / NS
@@ -1015,15 +1025,16 @@ def svg_panel(result: dict, y_offset: float, x_span_s: float | None = None) -> l
     width = PANEL_WIDTH - MARGIN_LEFT - MARGIN_RIGHT
     height = PANEL_HEIGHT - MARGIN_TOP - MARGIN_BOTTOM
     zero = top + height / 2
-    peak = max(max(up, default=0), max(down, default=0), 1)
+    peak = peak or plot_peak(result)
     y_step = nice_step(peak, 3)
     y_max = y_step * math.ceil(peak / y_step)
+    clipped = max(max(up, default=0), max(down, default=0)) > y_max
 
     def x(t: float) -> float:
         return left + width * min(max(t / span, 0.0), 1.0)
 
     def y(count: float) -> float:
-        return zero - (height / 2) * count / y_max
+        return zero - (height / 2) * max(-1.0, min(1.0, count / y_max))
 
     out = ['<g class="panel">',
            f'<text x="{PANEL_WIDTH / 2:.1f}" y="{y_offset + 22:.1f}" text-anchor="middle" font-size="16" '
@@ -1055,6 +1066,9 @@ def svg_panel(result: dict, y_offset: float, x_span_s: float | None = None) -> l
                f'segments with payload per {_tick_label(bin_s * 1000)} ms</text>')
     out.append(f'<text x="{left + width - 4}" y="{top + 30:.1f}" text-anchor="end" font-size="12" fill="{UP_COLOUR}">'
                f'up (entry → exit), above the axis</text>')
+    if clipped:
+        out.append(f'<text x="{left + 4}" y="{top + height + 47:.1f}" font-size="10" fill="#444">'
+                   f'(scaled to the idle and chat traffic: bins above {_tick_label(y_max)} are clipped)</text>')
     out.append(f'<text x="{left + width - 4}" y="{top + height - 8:.1f}" text-anchor="end" font-size="12" '
                f'fill="{DOWN_COLOUR}">down (exit → entry), below the axis</text>')
     out.append("</g>")
@@ -1068,8 +1082,9 @@ def render_svg(results: list[dict]) -> str:
            f'<svg xmlns="http://www.w3.org/2000/svg" width="{PANEL_WIDTH}" height="{height}" '
            f'viewBox="0 0 {PANEL_WIDTH} {height}" font-family="sans-serif">',
            f'<rect width="{PANEL_WIDTH}" height="{height}" fill="white"/>']
+    peak = max(plot_peak(r) for r in results)     # one scale for every panel: comparable
     for i, r in enumerate(results):
-        out += svg_panel(r, i * PANEL_HEIGHT, span)
+        out += svg_panel(r, i * PANEL_HEIGHT, span, peak)
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
