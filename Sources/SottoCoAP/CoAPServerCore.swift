@@ -20,6 +20,21 @@ final class CoAPServerCore: @unchecked Sendable {
     private var boxResources: [String: OpaquePointer] = [:]
     private var installed = false
     private var nextExpiry: UInt64 = 0
+    /// POSTed envelopes wait in the store's pending log (MessageStore) until a flush moves them
+    /// into its tables, many in one SQLite commit. The server flushes once no POST came for
+    /// `flushIdle`, so that a burst of POSTs is not slowed by its own flushes, and at the latest
+    /// `flushDelay` after the first waiting POST; the store flushes on its own at its limits and
+    /// before a DELETE or the expiry. Waiting longer costs no durability: the log is as safe as
+    /// SQLite's WAL (docs/coap-server.md).
+    static let flushIdle: UInt64 = 50_000_000
+    static let flushDelay: UInt64 = 1_000_000_000
+    /// When the first POST since the last flush came, and the last one; nil while nothing waits.
+    private var firstUnflushedPost: UInt64?
+    private var lastUnflushedPost: UInt64 = 0
+
+    private var nextFlush: UInt64? {
+        firstUnflushedPost.map { min($0 + Self.flushDelay, lastUnflushedPost + Self.flushIdle) }
+    }
     private(set) var statistics = CoAPServerStatistics()
 
     /// Where the key handed to libcoap's PSK callback lives: libcoap copies it before the callback
@@ -132,7 +147,19 @@ final class CoAPServerCore: @unchecked Sendable {
     // MARK: - Timers
 
     func expireDeadlines(now: UInt64) {
-        guard installed, now >= nextExpiry else { return }
+        guard installed else { return }
+        if let flushAt = nextFlush, now >= flushAt {
+            firstUnflushedPost = nil
+            do {
+                try store.flush()
+            } catch {
+                events(.storeFault("\(error)"))
+                // Still in the log, and in memory: try again later.
+                firstUnflushedPost = now
+                lastUnflushedPost = now + Self.flushDelay
+            }
+        }
+        guard now >= nextExpiry else { return }
         nextExpiry = now + expiryInterval
         do {
             let removed = try store.expire(now: Self.unixNow())
@@ -142,7 +169,10 @@ final class CoAPServerCore: @unchecked Sendable {
         }
     }
 
-    func nextDeadline() -> UInt64? { installed ? nextExpiry : nil }
+    func nextDeadline() -> UInt64? {
+        guard installed else { return nil }
+        return min(nextExpiry, nextFlush ?? .max)
+    }
 
     static func unixNow() -> Int64 { Int64(Date().timeIntervalSince1970) }
 
@@ -179,12 +209,7 @@ final class CoAPServerCore: @unchecked Sendable {
     func handle(resource: OpaquePointer, session: OpaquePointer, request: OpaquePointer,
                 query: UnsafePointer<coap_string_t>?, response: OpaquePointer) {
         statistics.requests += 1
-        let decoded = ClientSession.response(from: request)
-        let mailboxRequest = MailboxRequest(
-            method: decoded.code.rawValue,
-            path: decoded.options.filter { $0.number == CoAPOption.uriPath }.map(\.value),
-            query: decoded.options.filter { $0.number == CoAPOption.uriQuery }.map(\.value),
-            payload: decoded.payload)
+        let mailboxRequest = Self.mailboxRequest(from: request)
         let reply = service.handle(mailboxRequest, now: Self.unixNow())
         let context = coap_session_get_context(session)!
         var target = resource
@@ -197,6 +222,34 @@ final class CoAPServerCore: @unchecked Sendable {
             // RFC 7641 section 4.2: each observer of the box gets the new state.
             coap_resource_notify_observers(boxResource, nil)
         }
+        if reply.boxChanged {
+            let now = monotonicNanoseconds()
+            if firstUnflushedPost == nil { firstUnflushedPost = now }
+            lastUnflushedPost = now
+        }
+    }
+
+    /// The method, Uri-Path and Uri-Query options and the payload (whole: libcoap reassembles
+    /// Block1 bodies), read straight from libcoap's PDU; other options are not copied.
+    static func mailboxRequest(from pdu: OpaquePointer) -> MailboxRequest {
+        var request = MailboxRequest(method: UInt8(truncatingIfNeeded: coap_pdu_get_code(pdu).rawValue), path: [], query: [], payload: [])
+        var iterator = coap_opt_iterator_t()
+        if coap_option_iterator_init(pdu, &iterator, nil) != nil {
+            while let option = coap_option_next(&iterator) {
+                guard iterator.number == CoAPOption.uriPath || iterator.number == CoAPOption.uriQuery else { continue }
+                let count = Int(coap_opt_length(option))
+                let value = count > 0 ? coap_opt_value(option).map { Array(UnsafeBufferPointer(start: $0, count: count)) } ?? [] : []
+                if iterator.number == CoAPOption.uriPath { request.path.append(value) } else { request.query.append(value) }
+            }
+        }
+        var length = 0
+        var data: UnsafePointer<UInt8>?
+        var offset = 0
+        var total = 0
+        if coap_get_data_large(pdu, &length, &data, &offset, &total) == 1, let data, length > 0 {
+            request.payload = Array(UnsafeBufferPointer(start: data, count: length))
+        }
+        return request
     }
 
     func handleWellKnown(request: OpaquePointer, response: OpaquePointer) {

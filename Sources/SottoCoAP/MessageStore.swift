@@ -1,5 +1,8 @@
 import CSQLite
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// How much the message store holds before it refuses envelopes.
 public struct MessageStoreLimits: Sendable, Equatable {
@@ -83,6 +86,12 @@ public enum MessageStoreError: Error, Sendable, Equatable, CustomStringConvertib
     /// Another process (another sotto coap-server) holds the database.
     case inUse(path: String)
     case sqlite(path: String, operation: String, code: Int32, message: String)
+    /// The pending log (`MessageStore.logPath`) could not be read or written.
+    case log(path: String, operation: String, reason: String)
+    /// The pending log is there but is no sotto pending log: it is left as it is.
+    case foreignLog(path: String)
+    /// `put` takes only box names `MailboxName` accepts (the mailbox service checks them first).
+    case badBoxName(MailboxNameProblem)
     case closed
 
     public var description: String {
@@ -99,6 +108,10 @@ public enum MessageStoreError: Error, Sendable, Equatable, CustomStringConvertib
             return "the message store \(path) is in use by another process (another sotto coap-server?)"
         case .sqlite(let path, let operation, let code, let message):
             return "message store \(path): \(operation) failed: \(message) (SQLite error \(code))"
+        case .log(let path, let operation, let reason): return "message store log \(path): \(operation) failed: \(reason)"
+        case .foreignLog(let path):
+            return "\(path) is not a sotto message-store log: move it away (it may hold another program's data)"
+        case .badBoxName(let problem): return "bad box name: \(problem)"
         case .closed: return "the message store is closed"
         }
     }
@@ -124,16 +137,39 @@ public struct MessageStoreCounts: Sendable, Equatable {
     public var deleted = 0
     public var expired = 0
     public var refusals: [MessageStoreRefusal.Kind: Int] = [:]
+    /// Envelopes waiting in the pending log for the next SQLite transaction (see `MessageStore`).
+    public var pending = 0
+    /// SQLite transactions that moved pending envelopes into the tables.
+    public var flushes = 0
+    /// Envelopes found in the pending log when the store was opened (the last run ended before
+    /// moving them into the tables) and moved into the tables then.
+    public var recovered = 0
+    /// Bytes at the end of the pending log that did not form a whole, intact record when the
+    /// store was opened (a write cut short by a crash): dropped.
+    public var discardedLogBytes = 0
 
     public var refused: Int { refusals.values.reduce(0, +) }
 }
 
-/// Mailboxes of opaque envelopes in an SQLite file (the system libsqlite3).
+/// Mailboxes of opaque envelopes in an SQLite file (the system libsqlite3), with a pending log.
 ///
-/// The database is in WAL mode with `synchronous = NORMAL`: a stored envelope survives the
-/// process ending or being killed; after a power cut the last commits may be lost
-/// (https://sqlite.org/wal.html, https://sqlite.org/pragma.html#pragma_synchronous).
-/// It holds an exclusive lock, so a second server cannot open the same file.
+/// `put` appends the envelope to the *pending log* (`logPath`: the database's path with
+/// `-pending`) with one `write` before it returns, and keeps it in memory; `flush()` moves the
+/// pending envelopes into the SQLite tables in one transaction and empties the log. Flushes
+/// happen when `maximumPendingEnvelopes` or `maximumPendingBytes` is reached, before `delete`,
+/// `expire` and `boxes` (which read or change what pending envelopes would change), in `close()`,
+/// and on the server's timers (`CoAPServerCore.flushIdle`, `flushDelay`). Opening the store
+/// moves whatever the log still holds (a run that was killed) into the tables first. `list`
+/// shows pending envelopes like stored ones. A WAL commit per envelope wrote four pages (about
+/// 17 KB in eight `pwrite`s) and now and then a checkpoint with an fsync, several times what the
+/// rest of a POST costs; one appended record costs one `write` of the envelope plus 33 bytes.
+///
+/// Durability: an envelope `put` returned for is in the operating system's page cache (the log,
+/// or SQLite's WAL), so it survives the process ending or being killed (SIGTERM, SIGKILL, a
+/// crash). Neither the log nor the commits are fsynced: after a power cut the envelopes of the
+/// last moments may be lost (the database is in WAL mode with `synchronous = NORMAL`,
+/// https://sqlite.org/wal.html, https://sqlite.org/pragma.html#pragma_synchronous).
+/// It holds an exclusive lock, so a second server cannot open the same file (nor its log).
 ///
 /// Time is passed in (`now`, Unix seconds), so expiry is testable without waiting. Every method
 /// may be called from any thread: one lock serializes them.
@@ -148,17 +184,36 @@ public final class MessageStore: @unchecked Sendable {
     private let lock = NSLock()
     private var db: OpaquePointer?
     private var statements: [String: OpaquePointer] = [:]
+    /// `list`'s statement, also in `statements` (which finalizes it).
+    private var listStatement: OpaquePointer?
     private var counts = MessageStoreCounts()
     /// Every box of the `box` table, so that a request for a known box reads nothing.
     private var knownBoxes: Set<String> = []
     /// Envelopes per box, filled on first use and kept in step with every write: a POST then
-    /// costs one INSERT (the figure the benchmark in docs/coap-server.md depends on).
+    /// costs no SQL query at all (Benchmarks/coap-bench.sh measures it).
     private var boxCounts: [String: Int] = [:]
+
+    /// Where envelopes wait for the next flush: `path` + "-pending".
+    public let logPath: String
+    /// Pending envelopes (and their bytes) at which `put` flushes first.
+    public static let maximumPendingEnvelopes = 1_024
+    public static let maximumPendingBytes = 4 << 20
+    private var logFD: Int32 = -1
+    /// The log's length: the header and the records of `pending`.
+    private var logLength = 0
+    /// Envelopes in the log and not yet in the tables, in id order.
+    private var pending: [PendingLog.Record] = []
+    private var pendingBytes = 0
+    /// Pending envelopes per box, so that `list` of another box does not look through them.
+    private var pendingPerBox: [String: Int] = [:]
+    /// The id the next envelope gets: above every id the tables or the log ever held.
+    private var nextID: Int64 = 1
 
     /// Opens (or creates) the store at `path`.
     public init(path: String, limits: MessageStoreLimits = MessageStoreLimits()) throws {
         self.path = path
         self.limits = limits
+        self.logPath = path + "-pending"
         // Envelopes are nobody else's business: a new store file is readable by its owner only
         // (SQLite gives the -wal file the same mode).
         if !FileManager.default.fileExists(atPath: path) {
@@ -175,6 +230,7 @@ public final class MessageStore: @unchecked Sendable {
         db = handle
         do {
             try setUp()
+            try openLog()
         } catch {
             close()
             throw error
@@ -183,12 +239,18 @@ public final class MessageStore: @unchecked Sendable {
 
     deinit { close() }
 
-    /// Frees the statements and the connection; later calls throw `.closed`.
+    /// Moves the pending envelopes into the tables, then frees the statements, the log and the
+    /// connection; later calls throw `.closed`. Should the move fail, the envelopes stay in the
+    /// log for the next opening.
     public func close() {
         lock.lock()
         defer { lock.unlock() }
+        if db != nil, logFD >= 0 { _ = try? flushPending() }
+        if logFD >= 0 { Glibc.close(logFD) }
+        logFD = -1
         for statement in statements.values { sqlite3_finalize(statement) }
         statements.removeAll()
+        listStatement = nil
         if let db { sqlite3_close_v2(db) }
         db = nil
     }
@@ -252,43 +314,50 @@ public final class MessageStore: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         guard db != nil else { throw MessageStoreError.closed }
+        if let problem = MailboxName.problem(Array(box.utf8)) { throw MessageStoreError.badBoxName(problem) }
         let ttl = timeToLive ?? limits.defaultTimeToLive
         if let refusal = try check(box: box, envelope: envelope, ttl: ttl) {
             counts.refusals[refusal.kind, default: 0] += 1
             throw MessageStoreError.refused(refusal)
         }
-        let isNewBox = !knownBoxes.contains(box)
-        // A known box needs one INSERT, atomic on its own; a new one also its box row.
-        if isNewBox { try execute("BEGIN IMMEDIATE", "begin") }
-        do {
-            if isNewBox { try touchBox(box, now: now) }
-            let insert = try statement("INSERT INTO envelope (box, body, stored_at, expires_at) VALUES (?1, ?2, ?3, ?4)")
-            bind(insert, 1, box)
-            bind(insert, 2, envelope)
-            sqlite3_bind_int64(insert, 3, now)
-            sqlite3_bind_int64(insert, 4, now &+ ttl)
-            try stepDone(insert, "store an envelope")
-            let id = sqlite3_last_insert_rowid(db)
-            if isNewBox {
-                try execute("COMMIT", "commit")
-                knownBoxes.insert(box)
-                counts.boxes += 1
-            }
-            counts.envelopes += 1
-            counts.bytes += envelope.count
-            counts.stored += 1
-            boxCounts[box, default: 0] += 1
-            return id
-        } catch {
-            if isNewBox { _ = try? execute("ROLLBACK", "roll back") }
-            throw error
+        if pending.count >= Self.maximumPendingEnvelopes || pendingBytes + envelope.count > Self.maximumPendingBytes {
+            try flushPending()
         }
+        let record = PendingLog.Record(id: nextID, box: box, envelope: envelope, storedAt: now, expiresAt: now &+ ttl)
+        try appendToLog(PendingLog.encode(record))
+        nextID += 1
+        pending.append(record)
+        pendingBytes += envelope.count
+        pendingPerBox[box, default: 0] += 1
+        if knownBoxes.insert(box).inserted { counts.boxes += 1 }
+        counts.envelopes += 1
+        counts.bytes += envelope.count
+        counts.stored += 1
+        boxCounts[box, default: 0] += 1
+        return record.id
+    }
+
+    /// Moves the pending envelopes into the tables now (one transaction) and empties the log.
+    public func flush() throws {
+        lock.lock()
+        defer { lock.unlock() }
+        guard db != nil else { throw MessageStoreError.closed }
+        try flushPending()
+    }
+
+    /// Whether envelopes wait in the log for a flush.
+    public var hasPending: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return !pending.isEmpty
     }
 
     private func check(box: String, envelope: [UInt8], ttl: Int64) throws -> MessageStoreRefusal? {
         if envelope.isEmpty { return .emptyEnvelope }
-        if envelope.count > limits.maximumEnvelopeBytes {
-            return .envelopeTooLarge(bytes: envelope.count, limit: limits.maximumEnvelopeBytes)
+        // The pending log takes envelopes up to 16 MiB, whatever the configuration says.
+        let largest = min(limits.maximumEnvelopeBytes, PendingLog.maximumBodyLength - PendingLog.fixedBodyLength - 255)
+        if envelope.count > largest {
+            return .envelopeTooLarge(bytes: envelope.count, limit: largest)
         }
         if ttl < 1 || ttl > limits.maximumTimeToLive { return .badTimeToLive(seconds: ttl, limit: limits.maximumTimeToLive) }
         if counts.bytes + envelope.count > limits.maximumTotalBytes { return .storeFull(limit: limits.maximumTotalBytes) }
@@ -332,10 +401,18 @@ public final class MessageStore: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         guard db != nil else { throw MessageStoreError.closed }
-        let select = try statement("""
-            SELECT id, body, stored_at, expires_at FROM envelope
-            WHERE box = ?1 AND id > ?2 AND expires_at > ?3 ORDER BY id LIMIT ?4
-            """)
+        // Kept apart from `statements`: looking it up there hashes its text on every GET.
+        let select: OpaquePointer
+        if let prepared = listStatement {
+            sqlite3_reset(prepared)
+            select = prepared
+        } else {
+            select = try statement("""
+                SELECT id, body, stored_at, expires_at FROM envelope
+                WHERE box = ?1 AND id > ?2 AND expires_at > ?3 ORDER BY id LIMIT ?4
+                """)
+            listStatement = select
+        }
         bind(select, 1, box)
         sqlite3_bind_int64(select, 2, after)
         sqlite3_bind_int64(select, 3, now)
@@ -351,6 +428,13 @@ public final class MessageStore: @unchecked Sendable {
             found.append(StoredEnvelope(id: sqlite3_column_int64(select, 0), envelope: body,
                                         storedAt: sqlite3_column_int64(select, 2), expiresAt: sqlite3_column_int64(select, 3)))
         }
+        // Pending envelopes have higher ids than every stored one: they come after.
+        if pendingPerBox[box] != nil {
+            for record in pending where found.count < limit {
+                guard record.box == box, record.id > after, record.expiresAt > now else { continue }
+                found.append(StoredEnvelope(id: record.id, envelope: record.envelope, storedAt: record.storedAt, expiresAt: record.expiresAt))
+            }
+        }
         return found
     }
 
@@ -362,6 +446,7 @@ public final class MessageStore: @unchecked Sendable {
         defer { lock.unlock() }
         guard db != nil else { throw MessageStoreError.closed }
         guard !ids.isEmpty else { return 0 }
+        try flushPending()
         let delete = try statement("DELETE FROM envelope WHERE box = ?1 AND id = ?2 RETURNING length(body)")
         try execute("BEGIN IMMEDIATE", "begin")
         var removed = 0
@@ -399,6 +484,7 @@ public final class MessageStore: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         guard db != nil else { throw MessageStoreError.closed }
+        try flushPending()
         let expire = try statement("DELETE FROM envelope WHERE expires_at <= ?1 RETURNING length(body)")
         let forget = try statement("""
             DELETE FROM box WHERE touched_at <= ?1 AND NOT EXISTS (SELECT 1 FROM envelope WHERE envelope.box = box.name)
@@ -437,6 +523,7 @@ public final class MessageStore: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         guard db != nil else { throw MessageStoreError.closed }
+        try flushPending()
         let select = try statement("SELECT name FROM box ORDER BY name")
         var names: [String] = []
         while true {
@@ -459,7 +546,136 @@ public final class MessageStore: @unchecked Sendable {
     public func currentCounts() -> MessageStoreCounts {
         lock.lock()
         defer { lock.unlock() }
-        return counts
+        var current = counts
+        current.pending = pending.count
+        return current
+    }
+
+    // MARK: - The pending log (called with the lock held)
+
+    /// Opens (or creates) the log, moves what it holds into the tables and empties it; sets
+    /// `nextID` above every id ever given.
+    private func openLog() throws {
+        let fd = Glibc.open(logPath, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw logFailure("open", errno) }
+        logFD = fd
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        // Flushes keep the log below this; more can only be another file or damage.
+        let readable = Self.maximumPendingBytes + PendingLog.maximumBodyLength
+            + Self.maximumPendingEnvelopes * (PendingLog.recordHeaderLength + PendingLog.fixedBodyLength + 255)
+        while bytes.count < readable {
+            let count = chunk.withUnsafeMutableBytes { Glibc.pread(fd, $0.baseAddress, $0.count, off_t(bytes.count)) }
+            if count < 0 && errno == EINTR { continue }
+            guard count >= 0 else { throw logFailure("read", errno) }
+            if count == 0 { break }
+            bytes.append(contentsOf: chunk[0..<min(count, readable - bytes.count)])
+        }
+        var status = stat()
+        let fileSize = fstat(fd, &status) == 0 ? Int(status.st_size) : bytes.count
+        var highest = try integer("SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'envelope'), 0), coalesce((SELECT max(id) FROM envelope), 0))",
+                                  "read the last envelope id")
+        if bytes.count >= PendingLog.header.count {
+            guard Array(bytes.prefix(PendingLog.header.count)) == PendingLog.header else {
+                throw MessageStoreError.foreignLog(path: logPath)
+            }
+            let (records, validLength, _) = PendingLog.decode(bytes)
+            counts.discardedLogBytes = fileSize - validLength
+            // A record whose id the tables already reached was moved before the last run ended
+            // (between its commit and the emptying of the log); it may even be deleted since.
+            pending = records.filter { $0.id > highest }
+            counts.recovered = pending.count
+            if let last = pending.last { highest = last.id }
+        } else if !bytes.isEmpty && !PendingLog.header.starts(with: bytes) {
+            throw MessageStoreError.foreignLog(path: logPath)
+        } else {
+            // Empty, or a header cut short when the log was made: start it again.
+            counts.discardedLogBytes = fileSize
+        }
+        nextID = highest + 1
+        if !pending.isEmpty {
+            try flushPending()
+            counts.envelopes = Int(try integer("SELECT count(*) FROM envelope", "count envelopes"))
+            counts.bytes = Int(try integer("SELECT coalesce(sum(length(body)), 0) FROM envelope", "count bytes"))
+            try loadKnownBoxes()
+        } else {
+            try resetLog()
+        }
+    }
+
+    /// One transaction with every pending envelope (and the rows of boxes new among them); then
+    /// the log is emptied. On failure nothing changes and the envelopes stay pending.
+    private func flushPending() throws {
+        guard !pending.isEmpty else { return }
+        let insert = try statement("INSERT INTO envelope (id, box, body, stored_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)")
+        let addBox = try statement("INSERT INTO box (name, touched_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING")
+        try execute("BEGIN IMMEDIATE", "begin")
+        do {
+            var seen: Set<String> = []
+            for record in pending {
+                if seen.insert(record.box).inserted {
+                    sqlite3_reset(addBox)
+                    bind(addBox, 1, record.box)
+                    sqlite3_bind_int64(addBox, 2, record.storedAt)
+                    try stepDone(addBox, "record a box")
+                }
+                sqlite3_reset(insert)
+                sqlite3_bind_int64(insert, 1, record.id)
+                bind(insert, 2, record.box)
+                bind(insert, 3, record.envelope)
+                sqlite3_bind_int64(insert, 4, record.storedAt)
+                sqlite3_bind_int64(insert, 5, record.expiresAt)
+                try stepDone(insert, "store an envelope")
+            }
+            try execute("COMMIT", "commit")
+        } catch {
+            _ = try? execute("ROLLBACK", "roll back")
+            throw error
+        }
+        pending.removeAll(keepingCapacity: true)
+        pendingBytes = 0
+        pendingPerBox.removeAll(keepingCapacity: true)
+        counts.flushes += 1
+        // Should this fail, the records stay in the log; the next opening skips them (their ids
+        // are not above the tables' highest).
+        try resetLog()
+    }
+
+    /// Cuts the log back to its header (writing the header into a new or cut-short log).
+    private func resetLog() throws {
+        guard Glibc.ftruncate(logFD, 0) == 0 else { throw logFailure("empty", errno) }
+        logLength = 0
+        try appendToLog(PendingLog.header)
+    }
+
+    /// Appends `bytes` with one write (more only when the kernel takes part of them); a failed
+    /// append is cut off again, so that the records after it stay readable.
+    private func appendToLog(_ bytes: [UInt8]) throws {
+        var written = 0
+        var failure: Int32 = 0
+        bytes.withUnsafeBytes { raw in
+            var attempts = 0
+            while written < raw.count && attempts < 64 {
+                attempts += 1
+                let count = Glibc.write(logFD, raw.baseAddress! + written, raw.count - written)
+                if count < 0 {
+                    if errno == EINTR { continue }
+                    failure = errno
+                    return
+                }
+                written += count
+            }
+            if written < raw.count { failure = EIO }
+        }
+        if failure != 0 {
+            if written > 0 { _ = Glibc.ftruncate(logFD, off_t(logLength)) }
+            throw logFailure("append to", failure)
+        }
+        logLength += bytes.count
+    }
+
+    private func logFailure(_ operation: String, _ code: Int32) -> MessageStoreError {
+        .log(path: logPath, operation: operation, reason: String(cString: strerror(code)))
     }
 
     // MARK: - SQLite helpers (called with the lock held)
@@ -542,5 +758,137 @@ public final class MessageStore: @unchecked Sendable {
             return .sqlite(path: path, operation: operation, code: status,
                            message: message ?? (db.map { String(cString: sqlite3_errmsg($0)) } ?? String(cString: sqlite3_errstr(status))))
         }
+    }
+}
+
+/// The pending log's format, without I/O: a file header, then one record per stored envelope.
+///
+///     header:  "SttoLog" 0x01                                          (8 bytes)
+///     record:  length (4) | CRC-32 of the body (4) | body (length bytes)
+///     body:    id (8) | stored_at (8) | expires_at (8) | box length (1) | box | envelope
+///
+/// Integers are big-endian; the CRC is CRC-32/ISO-HDLC (the one of zlib and Ethernet). Records are
+/// only ever appended, so a crash can only leave a cut-short record at the end.
+enum PendingLog {
+    static let header: [UInt8] = Array("SttoLog".utf8) + [1]
+    /// id, stored_at, expires_at and the box length.
+    static let fixedBodyLength = 25
+    static let recordHeaderLength = 8
+    /// The largest body read back: a 255-byte box name and a 16 MiB envelope. Larger lengths can
+    /// only be damage.
+    static let maximumBodyLength = fixedBodyLength + 255 + (16 << 20)
+
+    struct Record: Equatable {
+        var id: Int64
+        var box: String
+        var envelope: [UInt8]
+        var storedAt: Int64
+        var expiresAt: Int64
+    }
+
+    /// Why reading stopped before the end of the log.
+    enum Problem: Equatable, CustomStringConvertible {
+        /// Fewer bytes left than the record header or the length it gives.
+        case truncated(offset: Int)
+        case badLength(offset: Int, length: Int)
+        case badChecksum(offset: Int)
+        /// The body's fields do not make an envelope (box name, id or envelope).
+        case badRecord(offset: Int, reason: String)
+
+        var description: String {
+            switch self {
+            case .truncated(let offset): return "record at byte \(offset) is cut short"
+            case .badLength(let offset, let length): return "record at byte \(offset) claims \(length) bytes"
+            case .badChecksum(let offset): return "record at byte \(offset) fails its checksum"
+            case .badRecord(let offset, let reason): return "record at byte \(offset): \(reason)"
+            }
+        }
+    }
+
+    static func encode(_ record: Record) -> [UInt8] {
+        let box = Array(record.box.utf8)
+        precondition(!box.isEmpty && box.count <= 255, "box names are checked before they reach the log")
+        let bodyLength = fixedBodyLength + box.count + record.envelope.count
+        var out: [UInt8] = []
+        out.reserveCapacity(recordHeaderLength + bodyLength)
+        appendBigEndian(UInt32(bodyLength), to: &out)
+        appendBigEndian(UInt32(0), to: &out)  // the CRC, once the body is there
+        appendBigEndian(UInt64(bitPattern: record.id), to: &out)
+        appendBigEndian(UInt64(bitPattern: record.storedAt), to: &out)
+        appendBigEndian(UInt64(bitPattern: record.expiresAt), to: &out)
+        out.append(UInt8(box.count))
+        out.append(contentsOf: box)
+        out.append(contentsOf: record.envelope)
+        let crc = CRC32.checksum(out[recordHeaderLength...])
+        for index in 0..<4 { out[4 + index] = UInt8(truncatingIfNeeded: crc >> (24 - 8 * index)) }
+        return out
+    }
+
+    /// The intact records after the header, in order, and how many bytes they take (header
+    /// included); reading stops at the first record that is cut short or damaged.
+    static func decode(_ bytes: [UInt8]) -> (records: [Record], validLength: Int, problem: Problem?) {
+        var records: [Record] = []
+        var offset = header.count
+        while offset < bytes.count {
+            guard bytes.count - offset >= recordHeaderLength else { return (records, offset, .truncated(offset: offset)) }
+            let length = Int(readBigEndian(bytes, offset, 4))
+            guard length >= fixedBodyLength + 2, length <= maximumBodyLength else {
+                return (records, offset, .badLength(offset: offset, length: length))
+            }
+            let start = offset + recordHeaderLength
+            guard bytes.count - start >= length else { return (records, offset, .truncated(offset: offset)) }
+            let body = bytes[start..<start + length]
+            guard CRC32.checksum(body) == UInt32(readBigEndian(bytes, offset + 4, 4)) else {
+                return (records, offset, .badChecksum(offset: offset))
+            }
+            let id = Int64(bitPattern: readBigEndian(bytes, start, 8))
+            let storedAt = Int64(bitPattern: readBigEndian(bytes, start + 8, 8))
+            let expiresAt = Int64(bitPattern: readBigEndian(bytes, start + 16, 8))
+            let boxLength = Int(bytes[start + 24])
+            let boxStart = start + fixedBodyLength
+            guard id > 0 else { return (records, offset, .badRecord(offset: offset, reason: "id \(id)")) }
+            guard boxLength >= 1, length - fixedBodyLength - boxLength >= 1 else {
+                return (records, offset, .badRecord(offset: offset, reason: "box of \(boxLength) bytes in a \(length)-byte record"))
+            }
+            let boxBytes = Array(bytes[boxStart..<boxStart + boxLength])
+            if let problem = MailboxName.problem(boxBytes) {
+                return (records, offset, .badRecord(offset: offset, reason: "bad box name: \(problem)"))
+            }
+            if let last = records.last, id <= last.id {
+                return (records, offset, .badRecord(offset: offset, reason: "id \(id) after id \(last.id)"))
+            }
+            records.append(Record(id: id, box: String(decoding: boxBytes, as: UTF8.self),
+                                  envelope: Array(bytes[boxStart + boxLength..<start + length]),
+                                  storedAt: storedAt, expiresAt: expiresAt))
+            offset = start + length
+        }
+        return (records, offset, nil)
+    }
+
+    private static func appendBigEndian<T: FixedWidthInteger>(_ value: T, to out: inout [UInt8]) {
+        for shift in stride(from: T.bitWidth - 8, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: value >> shift)) }
+    }
+
+    private static func readBigEndian(_ bytes: [UInt8], _ offset: Int, _ count: Int) -> UInt64 {
+        var value: UInt64 = 0
+        for index in offset..<offset + count { value = value << 8 | UInt64(bytes[index]) }
+        return value
+    }
+}
+
+/// CRC-32/ISO-HDLC (reflected polynomial 0xEDB88320, initial and final XOR 0xFFFFFFFF).
+enum CRC32 {
+    private static let table: [UInt32] = (0..<256).map { index in
+        var value = UInt32(index)
+        for _ in 0..<8 { value = value & 1 == 1 ? (value >> 1) ^ 0xEDB8_8320 : value >> 1 }
+        return value
+    }
+
+    static func checksum<C: Collection>(_ bytes: C) -> UInt32 where C.Element == UInt8 {
+        var crc: UInt32 = 0xFFFF_FFFF
+        table.withUnsafeBufferPointer { table in
+            for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
+        }
+        return crc ^ 0xFFFF_FFFF
     }
 }

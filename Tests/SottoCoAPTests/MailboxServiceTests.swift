@@ -187,3 +187,45 @@ final class MailboxNameTests: XCTestCase {
         XCTAssertEqual(MailboxName.problem([0x61, 0x00]), .badCharacter(position: 2))
     }
 }
+
+/// The server moves POSTed envelopes from the store's pending log into its tables on its own
+/// timers (CoAPServerCore.flushIdle, flushDelay), with libcoap and a client in this process.
+final class PendingFlushTimerTests: XCTestCase {
+    func testPostedEnvelopesReachTheTablesSoonAfterThePostsStop() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("sotto-flush-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let configuration = CoAPServerConfiguration(dtlsListen: [CoAPListenAddress(host: "127.0.0.1", port: 0)],
+                                                    pskKeys: [Array("flush".utf8): Array("flush-key".utf8)],
+                                                    databasePath: folder.appendingPathComponent("s.sqlite").path)
+        let server = try await CoAPServer(configuration: configuration)
+        let port = try XCTUnwrap(server.endpoints.first?.address.port)
+        let client = try await CoAPClient(host: "127.0.0.1", port: port,
+                                          security: try .psk(identity: Array("flush".utf8), key: Array("flush-key".utf8)))
+        for index in 0..<3 {
+            let created = try await client.request(.post, path: "/mb/box", payload: [UInt8(index)])
+            XCTAssertEqual(created.code, .created)
+        }
+        let right = await server.statistics().store
+        XCTAssertEqual(right.envelopes, 3)
+        // Usually 3 pending and no flush yet; a pause of over 50 ms between the POSTs (a busy
+        // machine) may have flushed some already.
+        XCTAssertEqual(right.stored, 3)
+        XCTAssertEqual(right.pending + right.flushes > 0, true, "the envelopes are pending or were flushed")
+        // flushIdle is 50 ms: poll for up to 3 s.
+        let deadline = Date().addingTimeInterval(3)
+        var counts = right
+        while Date() < deadline {
+            counts = await server.statistics().store
+            if counts.pending == 0 { break }
+            try await Task.sleep(nanoseconds: 20_000_000)
+        }
+        XCTAssertEqual(counts.pending, 0)
+        XCTAssertTrue((1...3).contains(counts.flushes), "\(counts.flushes) flushes")
+        XCTAssertEqual(counts.envelopes, 3)
+        let listed = try await client.request(.get, path: "/mb/box")
+        XCTAssertEqual(try EnvelopeFraming.decode(listed.payload).map(\.envelope), [[0], [1], [2]])
+        await client.close()
+        await server.stop()
+    }
+}
