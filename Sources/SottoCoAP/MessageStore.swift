@@ -147,6 +147,11 @@ public struct MessageStoreCounts: Sendable, Equatable {
     /// Bytes at the end of the pending log that did not form a whole, intact record when the
     /// store was opened (a write cut short by a crash): dropped.
     public var discardedLogBytes = 0
+    /// `list` calls answered from memory (`BoxCache`) and from the tables, and cached boxes
+    /// evicted to keep the cache within its bytes.
+    public var cacheHits = 0
+    public var cacheMisses = 0
+    public var cacheEvictions = 0
 
     public var refused: Int { refusals.values.reduce(0, +) }
 }
@@ -192,6 +197,9 @@ public final class MessageStore: @unchecked Sendable {
     /// Envelopes per box, filled on first use and kept in step with every write: a POST then
     /// costs no SQL query at all (Benchmarks/coap-bench.sh measures it).
     private var boxCounts: [String: Int] = [:]
+    /// The complete envelope lists of recently listed small boxes: `list` of such a box runs no
+    /// SQL. Kept in step with `put`, `delete` and `expire`.
+    private var boxCache = BoxCache()
 
     /// Where envelopes wait for the next flush: `path` + "-pending".
     public let logPath: String
@@ -251,6 +259,7 @@ public final class MessageStore: @unchecked Sendable {
         for statement in statements.values { sqlite3_finalize(statement) }
         statements.removeAll()
         listStatement = nil
+        boxCache.removeAll()
         if let db { sqlite3_close_v2(db) }
         db = nil
     }
@@ -334,6 +343,7 @@ public final class MessageStore: @unchecked Sendable {
         counts.bytes += envelope.count
         counts.stored += 1
         boxCounts[box, default: 0] += 1
+        boxCache.appended(box: box, envelope: StoredEnvelope(id: record.id, envelope: envelope, storedAt: now, expiresAt: record.expiresAt))
         return record.id
     }
 
@@ -361,20 +371,22 @@ public final class MessageStore: @unchecked Sendable {
         }
         if ttl < 1 || ttl > limits.maximumTimeToLive { return .badTimeToLive(seconds: ttl, limit: limits.maximumTimeToLive) }
         if counts.bytes + envelope.count > limits.maximumTotalBytes { return .storeFull(limit: limits.maximumTotalBytes) }
-        let waiting: Int
-        if let cached = boxCounts[box] {
-            waiting = cached
-        } else {
-            let inBox = try statement("SELECT count(*) FROM envelope WHERE box = ?1")
-            bind(inBox, 1, box)
-            waiting = Int(try stepInteger(inBox, "count a box's envelopes"))
-            boxCounts[box] = waiting
-        }
+        let waiting = try waitingCount(box)
         if waiting >= limits.maximumEnvelopesPerBox { return .boxFull(box: box, limit: limits.maximumEnvelopesPerBox) }
         if !knownBoxes.contains(box), counts.boxes >= limits.maximumBoxes {
             return .tooManyBoxes(limit: limits.maximumBoxes)
         }
         return nil
+    }
+
+    /// The envelopes in `box`, pending ones included (kept in `boxCounts` after the first query).
+    private func waitingCount(_ box: String) throws -> Int {
+        if let cached = boxCounts[box] { return cached }
+        let inBox = try statement("SELECT count(*) FROM envelope WHERE box = ?1")
+        bind(inBox, 1, box)
+        let waiting = Int(try stepInteger(inBox, "count a box's envelopes"))
+        boxCounts[box] = waiting
+        return waiting
     }
 
     /// Records that `box` exists (a receiver asked for it), so that it is a resource after a
@@ -401,6 +413,11 @@ public final class MessageStore: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         guard db != nil else { throw MessageStoreError.closed }
+        if let cached = boxCache.list(box: box, after: after, limit: limit, now: now) { return cached }
+        if boxCache.admits(count: try waitingCount(box)) {
+            boxCache.fill(box: box, envelopes: try everyEnvelope(of: box))
+            if let cached = boxCache.list(box: box, after: after, limit: limit, now: now) { return cached }
+        }
         // Kept apart from `statements`: looking it up there hashes its text on every GET.
         let select: OpaquePointer
         if let prepared = listStatement {
@@ -418,6 +435,35 @@ public final class MessageStore: @unchecked Sendable {
         sqlite3_bind_int64(select, 3, now)
         sqlite3_bind_int64(select, 4, Int64(max(0, limit)))
         var found: [StoredEnvelope] = []
+        try readEnvelopes(select, into: &found)
+        // Pending envelopes have higher ids than every stored one: they come after.
+        if pendingPerBox[box] != nil {
+            for record in pending where found.count < limit {
+                guard record.box == box, record.id > after, record.expiresAt > now else { continue }
+                found.append(StoredEnvelope(id: record.id, envelope: record.envelope, storedAt: record.storedAt, expiresAt: record.expiresAt))
+            }
+        }
+        return found
+    }
+
+    /// Every envelope of `box`, expired ones too, in id order: the tables' rows, then the
+    /// pending ones (what `BoxCache.fill` takes).
+    private func everyEnvelope(of box: String) throws -> [StoredEnvelope] {
+        let select = try statement("SELECT id, body, stored_at, expires_at FROM envelope WHERE box = ?1 ORDER BY id")
+        bind(select, 1, box)
+        var found: [StoredEnvelope] = []
+        try readEnvelopes(select, into: &found)
+        sqlite3_reset(select)
+        if pendingPerBox[box] != nil {
+            for record in pending where record.box == box {
+                found.append(StoredEnvelope(id: record.id, envelope: record.envelope, storedAt: record.storedAt, expiresAt: record.expiresAt))
+            }
+        }
+        return found
+    }
+
+    /// Steps `select` (columns id, body, stored_at, expires_at) to its end.
+    private func readEnvelopes(_ select: OpaquePointer, into found: inout [StoredEnvelope]) throws {
         while true {
             let step = sqlite3_step(select)
             if step == SQLITE_DONE { break }
@@ -428,14 +474,6 @@ public final class MessageStore: @unchecked Sendable {
             found.append(StoredEnvelope(id: sqlite3_column_int64(select, 0), envelope: body,
                                         storedAt: sqlite3_column_int64(select, 2), expiresAt: sqlite3_column_int64(select, 3)))
         }
-        // Pending envelopes have higher ids than every stored one: they come after.
-        if pendingPerBox[box] != nil {
-            for record in pending where found.count < limit {
-                guard record.box == box, record.id > after, record.expiresAt > now else { continue }
-                found.append(StoredEnvelope(id: record.id, envelope: record.envelope, storedAt: record.storedAt, expiresAt: record.expiresAt))
-            }
-        }
-        return found
     }
 
     /// Removes the envelopes of `box` with these ids; ids of other boxes or unknown ids are
@@ -451,8 +489,9 @@ public final class MessageStore: @unchecked Sendable {
         try execute("BEGIN IMMEDIATE", "begin")
         var removed = 0
         var bytes = 0
+        let unique = Set(ids)
         do {
-            for id in Set(ids) {
+            for id in unique {
                 bind(delete, 1, box)
                 sqlite3_bind_int64(delete, 2, id)
                 while true {
@@ -474,6 +513,7 @@ public final class MessageStore: @unchecked Sendable {
         counts.bytes -= bytes
         counts.deleted += removed
         if let cached = boxCounts[box] { boxCounts[box] = max(0, cached - removed) }
+        boxCache.deleted(box: box, ids: unique)
         return removed
     }
 
@@ -514,6 +554,7 @@ public final class MessageStore: @unchecked Sendable {
         counts.bytes -= bytes
         counts.expired += removed
         boxCounts.removeAll()
+        if removed > 0 { boxCache.removeAll() }
         try loadKnownBoxes()
         return removed
     }
@@ -548,6 +589,9 @@ public final class MessageStore: @unchecked Sendable {
         defer { lock.unlock() }
         var current = counts
         current.pending = pending.count
+        current.cacheHits = boxCache.hits
+        current.cacheMisses = boxCache.misses
+        current.cacheEvictions = boxCache.evictions
         return current
     }
 

@@ -84,12 +84,19 @@ struct CoapServer: AsyncParsableCommand {
             throw ExitCode(1)
         }
         logger.info("serving \(configuration)")
+        let opened = await server.statistics().store
+        logger.info("message store: \(opened.envelopes) envelope(s) waiting in \(opened.boxes) box(es)")
+        if opened.recovered > 0 || opened.discardedLogBytes > 0 {
+            // The last run ended without moving its pending log into the tables (killed, or a crash).
+            logger.notice("message store: moved \(opened.recovered) envelope(s) that the last run left in the pending log into the tables; dropped \(opened.discardedLogBytes) byte(s) at the log's end that formed no whole record")
+        }
         let group = ServiceGroup(
             services: [ServerService(server: server, hopping: hopping, logger: logger)], gracefulShutdownSignals: [.sigterm, .sigint],
             cancellationSignals: [], logger: Logger(label: "sotto.lifecycle", factory: { _ in SwiftLogNoOpLogHandler() }))
         try await group.run()
         let statistics = await server.statistics()
-        logger.info("stopped after \(statistics.requests) request(s); \(statistics.store.envelopes) envelope(s) waiting in \(statistics.store.boxes) box(es)")
+        let store = statistics.store
+        logger.info("stopped after \(statistics.requests) request(s); \(store.envelopes) envelope(s) waiting in \(store.boxes) box(es); \(store.stored) stored, \(store.deleted) deleted, \(store.expired) expired, \(store.refused) refused; \(store.flushes) flush(es) of the pending log; box reads from memory \(store.cacheHits), from the tables \(store.cacheMisses)")
     }
 
     /// The configuration the file and flags describe, keys read from their files; with a
