@@ -63,8 +63,8 @@ final class CoAPEngine: @unchecked Sendable {
             Self.retiring = self
             lock.lock()
             stopRequested = true
+            wakeLocked()
             lock.unlock()
-            wake()
         }
     }
 
@@ -80,6 +80,11 @@ final class CoAPEngine: @unchecked Sendable {
     private let lock = NSLock()
     private var jobs: [Job] = []
     private var stopRequested = false
+    /// Whether the eventfd holds a count the engine has not read yet. Written and read under
+    /// `lock`, together with the eventfd itself: the engine reads the eventfd only when a write
+    /// is there to read (no `read` ending in EAGAIN per turn), and jobs submitted before it runs
+    /// them cost one write between them.
+    private var wakePending = false
     private let wakeFD: Int32
     private let stopped = DispatchSemaphore(value: 0)
 
@@ -92,19 +97,26 @@ final class CoAPEngine: @unchecked Sendable {
             return false
         }
         jobs.append(job)
+        wakeLocked()
         lock.unlock()
-        wake()
         return true
     }
 
-    private func wake() {
+    /// Makes the eventfd readable, so that `coap_io_process` returns; called with `lock` held.
+    private func wakeLocked() {
+        guard !wakePending else { return }
         var one: UInt64 = 1
-        _ = write(wakeFD, &one, MemoryLayout<UInt64>.size)
+        wakePending = write(wakeFD, &one, MemoryLayout<UInt64>.size) == MemoryLayout<UInt64>.size
     }
 
     private func takeJobs() -> (jobs: [Job], stop: Bool) {
         lock.lock()
         defer { lock.unlock() }
+        if wakePending {
+            var drained: UInt64 = 0
+            _ = read(wakeFD, &drained, MemoryLayout<UInt64>.size)
+            wakePending = false
+        }
         let taken = jobs
         jobs.removeAll(keepingCapacity: true)
         return (taken, stopRequested)
@@ -172,8 +184,6 @@ final class CoAPEngine: @unchecked Sendable {
                 waitMilliseconds = next > now ? min(waitMilliseconds, (next - now + 999_999) / 1_000_000) : 1
             }
             _ = sotto_coap_io_process_waking(context, UInt32(max(waitMilliseconds, 1)), wakeFD, wakeInEpoll)
-            var drained: UInt64 = 0
-            _ = read(wakeFD, &drained, MemoryLayout<UInt64>.size)
         }
         loop.closeAll(error: .clientClosed)
         coap_set_app_data(context, nil)
