@@ -5,7 +5,7 @@
 # payload. Prints one line per run and the sotto/libcoap ratio of requests per second (target >= 0.9).
 #
 # Usage: Benchmarks/coap-bench.sh [COUNT] [PAYLOAD_BYTES]     (defaults 2000 and 64)
-# SOTTO=path/to/sotto picks the binary (default .build/release/sotto); ROUNDS=N (default 3) runs
+# SOTTO=path/to/sotto picks the binary (default .build/release/sotto); ROUNDS=N (default 5) runs
 # N rounds with the servers' order swapped each round and reports the median ratio.
 set -euo pipefail
 
@@ -14,7 +14,7 @@ case "${1:-}" in
 esac
 count=${1:-2000}
 payload_bytes=${2:-64}
-rounds=${ROUNDS:-3}
+rounds=${ROUNDS:-5}
 [[ $count =~ ^[0-9]+$ && $count -ge 1 ]] || { echo "coap-bench.sh: COUNT must be a positive number, got '$count' (see --help)" >&2; exit 2; }
 [[ $rounds =~ ^[0-9]+$ && $rounds -ge 1 && $rounds -le 20 ]] || { echo "coap-bench.sh: ROUNDS must be from 1 to 20, got '$rounds'" >&2; exit 2; }
 [[ $payload_bytes =~ ^[0-9]+$ && $payload_bytes -ge 1 ]] || { echo "coap-bench.sh: PAYLOAD_BYTES must be a positive number, got '$payload_bytes'" >&2; exit 2; }
