@@ -14,13 +14,13 @@
 #
 # Usage: Benchmarks/shaped-tunnels.sh [TUNNELS] [SECONDS]    (defaults 1000 and 30)
 # Environment: RATE (cells/s per tunnel, default 10), SOTTO / SOTTO_BENCH (binaries; default the
-# release build, built when missing).
+# release build, built when missing), PERF_OUT=FILE (perf record of the exit over the window).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 case "${1:-}" in
--h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+-h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 tunnels=${1:-1000}
 seconds=${2:-30}
@@ -135,7 +135,12 @@ echo "shaped-tunnels: $live of $tunnels tunnels up at the exit" >&2
 sleep 5   # past the start-up
 read -r live0 sent0 received0 missed0 < <(totals)
 ticks0=$(cpu_ticks "$exit_pid"); kticks0=$(kernel_ticks "$exit_pid"); load_ticks0=$(cpu_ticks "$load_pid"); t0=$(date +%s%N)
-sleep "$seconds"
+if [[ -n "${PERF_OUT:-}" ]]; then
+    # A profile of the exit over the window (perf's own sampling costs the exit a little CPU).
+    perf record -F 999 -g -p "$exit_pid" -o "$PERF_OUT" -- sleep "$seconds" >/dev/null 2>&1
+else
+    sleep "$seconds"
+fi
 ticks1=$(cpu_ticks "$exit_pid"); kticks1=$(kernel_ticks "$exit_pid"); load_ticks1=$(cpu_ticks "$load_pid"); t1=$(date +%s%N)
 read -r live1 sent1 received1 missed1 < <(totals)
 exit_rss_loaded=$(rss_kib "$exit_pid")

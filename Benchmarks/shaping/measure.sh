@@ -15,6 +15,8 @@
 #   --quick   20 s idle, 20 s chat, 5 s bulk per setting (a smoke run; the AUC needs more windows)
 #   --sweep   adds a sweep of constant rates and jitters, poisson rates and padded ranges
 #   --out     where results go (default Benchmarks/shaping/results)
+#   --only P  only the settings of these policies (comma-separated: off,padded,constant,poisson),
+#             e.g. a long run of `--only off,constant` to pin down the default's AUC
 # Environment: IDLE, CHAT, BULK (seconds per phase; defaults 60, 60, 15), SEED (chat schedule),
 #   SOTTO, SOTTO_BENCH (binaries; default: release build, built when missing), KEEP=1 keeps the
 #   pcaps and logs (in the work folder, printed at the end).
@@ -27,13 +29,18 @@ cd "$ROOT"
 
 idle=${IDLE:-60} chat=${CHAT:-60} bulk=${BULK:-15} seed=${SEED:-7}
 sweep=0
+only=""
 out="$ROOT/Benchmarks/shaping/results"
 while [[ $# -gt 0 ]]; do
     case "$1" in
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --quick) idle=20 chat=20 bulk=5 ;;
     --sweep) sweep=1 ;;
     --out) [[ $# -ge 2 ]] || { echo "measure.sh: --out needs a folder" >&2; exit 2; }; out=$2; shift ;;
+    --only)
+        [[ $# -ge 2 && $2 =~ ^(off|padded|constant|poisson)(,(off|padded|constant|poisson))*$ ]] || {
+            echo "measure.sh: --only takes policies separated by commas (off,padded,constant,poisson)" >&2; exit 2; }
+        only=$2; shift ;;
     *) echo "measure.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -92,6 +99,15 @@ if [[ $sweep == 1 ]]; then
         "padded 50-500 ms|padded|min_delay_ms = 50;max_delay_ms = 500|0|0"
         "padded 0-20 ms|padded|min_delay_ms = 0;max_delay_ms = 20|0|0"
     )
+fi
+
+if [[ -n $only ]]; then
+    kept=()
+    for setting in "${settings[@]}"; do
+        IFS='|' read -r _ policy _ <<<"$setting"
+        [[ ",$only," == *",$policy,"* ]] && kept+=("$setting")
+    done
+    settings=("${kept[@]}")
 fi
 
 free_ports() { "$bench" free-ports --count "$1"; }
