@@ -80,6 +80,8 @@ let package = Package(
             dependencies: [
                 "SottoSOCKS",
                 "SottoCoAP",
+                "SottoTunnel",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

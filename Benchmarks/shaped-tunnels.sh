@@ -10,7 +10,9 @@
 # with them, and its CPU time over a measuring window; the cell rate comes from the exit's own
 # counters (`sotto status`, shaping totals). Targets: under 30 % of one core and under 64 KB per
 # tunnel. The load gateway's own CPU is printed too (the same shaping code, entry side); both
-# share this machine's cores.
+# share this machine's cores. Then, with the gateways stopped, the floor: sotto-bench cell-pacer
+# makes the same packets on as many connections without any Sotto code, and its CPU over an
+# equal window is printed beside the exit's.
 #
 # Usage: Benchmarks/shaped-tunnels.sh [TUNNELS] [SECONDS]    (defaults 1000 and 30)
 # Environment: RATE (cells/s per tunnel, default 10), SOTTO / SOTTO_BENCH (binaries; default the
@@ -20,7 +22,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 case "${1:-}" in
--h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+-h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 tunnels=${1:-1000}
 seconds=${2:-30}
@@ -145,6 +147,28 @@ ticks1=$(cpu_ticks "$exit_pid"); kticks1=$(kernel_ticks "$exit_pid"); load_ticks
 read -r live1 sent1 received1 missed1 < <(totals)
 exit_rss_loaded=$(rss_kib "$exit_pid")
 load_rss=$(rss_kib "$load_pid")
+kill "$load_pid" "$exit_pid" 2>/dev/null || true
+wait "$load_pid" "$exit_pid" 2>/dev/null || true
+
+# The floor: the same packet pattern (N connections, one cell-size write every 1/RATE s ± 20 %
+# each way, one event loop, one 1 ms timer) from sotto-bench cell-pacer, which runs no Sotto code.
+# Its listening side's CPU is what the kernel and NIO cost for these packets on this machine.
+mapfile -t pacer_port < <("$bench" free-ports --count 1)
+"$bench" cell-pacer --listen "127.0.0.1:${pacer_port[0]}" --rate "$rate" --bytes 514 --lifetime $((seconds + 300)) > "$work/pacer-listen.log" 2>&1 &
+floor_pid=$!
+pids+=($floor_pid)
+"$bench" wait-listen --tcp "127.0.0.1:${pacer_port[0]}" --timeout 30
+"$bench" cell-pacer --connect "127.0.0.1:${pacer_port[0]}" --connections "$tunnels" --rate "$rate" --bytes 514 --lifetime $((seconds + 300)) > "$work/pacer-connect.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 240); do
+    grep -q PACER_READY "$work/pacer-connect.log" && break
+    sleep 0.5
+done
+grep -q PACER_READY "$work/pacer-connect.log" || { echo "shaped-tunnels: cell-pacer did not connect; see $work/pacer-connect.log" >&2; exit 1; }
+sleep 5
+floor_ticks0=$(cpu_ticks "$floor_pid"); floor_kticks0=$(kernel_ticks "$floor_pid"); f0=$(date +%s%N)
+sleep "$seconds"
+floor_ticks1=$(cpu_ticks "$floor_pid"); floor_kticks1=$(kernel_ticks "$floor_pid"); f1=$(date +%s%N)
 
 python3 - <<PYEOF
 hz = $(getconf CLK_TCK)
@@ -162,6 +186,12 @@ print(f"  CPU            {cpu:.1f} % of one core, {kernel:.1f} of it in the kern
 print(f"  resident memory {$exit_rss_idle / 1024:.1f} MiB idle, {$exit_rss_loaded / 1024:.1f} MiB with the tunnels: "
       f"{per_tunnel / 1024:.1f} KiB per tunnel   (target < 64 KB: {'met' if per_tunnel < 64000 else 'NOT met'})")
 print(f"load gateway (entry side, same shaping): CPU {load_cpu:.1f} % of one core, resident memory {$load_rss / 1024:.1f} MiB")
+floor_elapsed = ($f1 - $f0) / 1e9
+floor = ($floor_ticks1 - $floor_ticks0) / hz / floor_elapsed * 100
+floor_kernel = ($floor_kticks1 - $floor_kticks0) / hz / floor_elapsed * 100
+print(f"floor (sotto-bench cell-pacer: the same writes and reads on {tunnels} connections, no Sotto code), {floor_elapsed:.1f} s window:")
+print(f"  CPU            {floor:.1f} % of one core, {floor_kernel:.1f} of it in the kernel; Sotto's own work above it: {cpu - floor:.1f} % of a core")
 print(f"RESULT name=shaped-tunnels tunnels={live} cells_per_s={sent:.0f} cpu_percent={cpu:.1f} kib_per_tunnel={per_tunnel / 1024:.1f} "
-      f"rss_idle_mib={$exit_rss_idle / 1024:.1f} rss_loaded_mib={$exit_rss_loaded / 1024:.1f} load_cpu_percent={load_cpu:.1f}")
+      f"rss_idle_mib={$exit_rss_idle / 1024:.1f} rss_loaded_mib={$exit_rss_loaded / 1024:.1f} load_cpu_percent={load_cpu:.1f} "
+      f"floor_cpu_percent={floor:.1f} floor_kernel_percent={floor_kernel:.1f}")
 PYEOF

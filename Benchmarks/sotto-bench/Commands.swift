@@ -24,7 +24,7 @@ struct SottoBench: AsyncParsableCommand {
             Benchmarks/run.sh runs the whole comparison.
             """,
         subcommands: [UDPEcho.self, TCPSink.self, UDPClient.self, TCPClient.self, FreePorts.self, WaitListen.self,
-                      SizedEcho.self, StreamRTTClient.self, UDPRelay.self, ShapingWorkload.self]
+                      SizedEcho.self, StreamRTTClient.self, UDPRelay.self, ShapingWorkload.self, CellCost.self, CellPacer.self]
     )
 }
 

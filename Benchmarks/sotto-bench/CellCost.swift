@@ -1,0 +1,102 @@
+import ArgumentParser
+import Crypto
+import Foundation
+import SottoTunnel
+
+/// What sealing and opening one cell costs on this machine, on one core: the tunnel's own
+/// `CellSealer` / `CellOpener` (the code every cell goes through) and, beside it, one bare
+/// swift-crypto `ChaChaPoly.seal` of the same plaintext, so that the share of the library call
+/// is visible. Prints ns per cell and the throughput one core could reach doing nothing else.
+struct CellCost: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cell-cost",
+        abstract: "Nanoseconds to seal and to open one tunnel cell (CellSealer/CellOpener and bare ChaChaPoly), per cell size.",
+        discussion: """
+            Each measurement repeats for --seconds (at most --cells cells) after a warm-up and \
+            prints 'RESULT name=cell-cost ...' lines. No sockets: CPU only.
+            """)
+
+    @Option(help: "Cell sizes in bytes, comma-separated (each 64 to 65,535).")
+    var sizes: String = "514,1400,16384"
+
+    @Option(help: "Seconds per measurement (0.1 to 10).")
+    var seconds: Double = 1.0
+
+    @Option(help: "At most this many cells per measurement.")
+    var cells: Int = 5_000_000
+
+    func validate() throws {
+        guard (0.1...10).contains(seconds) else { throw ValidationError("--seconds must be from 0.1 to 10") }
+        guard (1...100_000_000).contains(cells) else { throw ValidationError("--cells must be from 1 to 100000000") }
+        guard !parsedSizes.isEmpty, parsedSizes.allSatisfy({ (64...65_535).contains($0) }) else {
+            throw ValidationError("--sizes takes cell sizes from 64 to 65535, comma-separated, got '\(sizes)'")
+        }
+    }
+
+    private var parsedSizes: [Int] { sizes.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
+
+    func run() throws {
+        let key = [UInt8](repeating: 7, count: 32)
+        for size in parsedSizes {
+            let plaintext = [UInt8](repeating: 0xA5, count: size - 16)
+            var sealer = try CellSealer(key: key, cellSize: size)
+            // The cells `open` reads: sealed up front with the same key and counters.
+            let sample = min(cells, 4_096)
+            var sealedCells: [[UInt8]] = []
+            var preSealer = try CellSealer(key: key, cellSize: size)
+            for _ in 0..<sample { sealedCells.append(try preSealer.seal(plaintext)) }
+
+            var output: [UInt8] = []
+            output.reserveCapacity(size)
+            let sealNs = try measure(cellsPerRound: 1_024) {
+                for _ in 0..<1_024 {
+                    output.removeAll(keepingCapacity: true)
+                    try sealer.seal(plaintext, appendingTo: &output)
+                }
+            }
+            // Cells open only in counter order: each round opens the pre-sealed cells with a new opener.
+            var opened: [UInt8] = []
+            opened.reserveCapacity(size)
+            let openNs = try measure(cellsPerRound: sample) {
+                var opener = try CellOpener(key: key, cellSize: size)
+                for cell in sealedCells {
+                    opened.removeAll(keepingCapacity: true)
+                    try opener.open(cell, appendingTo: &opened)
+                }
+            }
+            let symmetric = SymmetricKey(data: key)
+            let nonce = try ChaChaPoly.Nonce(data: [UInt8](repeating: 0, count: 12))
+            var sink = 0
+            let bareNs = try measure(cellsPerRound: 1_024) {
+                for _ in 0..<1_024 {
+                    let box = try ChaChaPoly.seal(plaintext, using: symmetric, nonce: nonce)
+                    sink &+= box.tag.count
+                }
+            }
+            precondition(sink > 0)
+            let perCore = { (ns: Double) in Double(size - 16) / ns * 1e3 }   // MB/s of plaintext
+            print(String(format: "cell %5d B: seal %7.0f ns (%6.0f MB/s a core), open %7.0f ns (%6.0f MB/s), bare ChaChaPoly.seal %7.0f ns",
+                         size, sealNs, perCore(sealNs), openNs, perCore(openNs), bareNs))
+            print("RESULT name=cell-cost cell_size=\(size) seal_ns=\(Int(sealNs)) open_ns=\(Int(openNs)) bare_seal_ns=\(Int(bareNs)) "
+                + "seal_mb_s=\(Int(perCore(sealNs))) open_mb_s=\(Int(perCore(openNs)))")
+        }
+    }
+
+    /// Mean nanoseconds per cell of `round` (which handles `cellsPerRound` cells), repeated for
+    /// `seconds` or until `cells` cells, after one round of warm-up.
+    private func measure(cellsPerRound: Int, _ round: () throws -> Void) throws -> Double {
+        let clock = ContinuousClock()
+        let budget = Duration.milliseconds(Int(seconds * 1000))
+        try round()
+        var done = 0
+        let start = clock.now
+        while done < cells {
+            try round()
+            done += cellsPerRound
+            if clock.now - start >= budget { break }
+        }
+        let elapsed = clock.now - start
+        let ns = Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9
+        return ns / Double(done)
+    }
+}

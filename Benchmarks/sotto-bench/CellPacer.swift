@@ -1,0 +1,186 @@
+import ArgumentParser
+import NIOCore
+import NIOPosix
+
+/// The floor under Benchmarks/shaped-tunnels.sh: the same packet pattern as N shaped tunnels
+/// (one fixed-size write per connection every 1/rate s ± jitter, in both directions, on N
+/// loopback TCP connections, one NIO event loop, one 1 ms timer for all connections) with no
+/// Sotto code at all: no cells, no encryption, no shaping logic. What the exit's CPU is above
+/// this process's CPU is what Sotto adds; this process's CPU is what the kernel and NIO cost.
+struct CellPacer: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cell-pacer",
+        abstract: "Paced fixed-size writes on N loopback TCP connections: the kernel/NIO floor of N shaped tunnels.",
+        discussion: """
+            Run one with --listen (the 'exit' side: accepts connections and paces writes on each) \
+            and one with --connect --connections N (the other side, pacing the same way). Both \
+            read and discard what arrives. Lines 'PACER_READY' (all connections up) and, at the \
+            end, 'RESULT name=cell-pacer ...' go to stdout.
+            """)
+
+    @Option(help: "Loopback HOST:PORT to listen on (the measured side).", transform: Endpoint.init(parsing:))
+    var listen: Endpoint?
+
+    @Option(help: "Loopback HOST:PORT to connect to.", transform: Endpoint.init(parsing:))
+    var connect: Endpoint?
+
+    @Option(help: "Connections to open with --connect (1-20000).")
+    var connections = 1_000
+
+    @Option(help: "Writes per second per connection.")
+    var rate = 10.0
+
+    @Option(help: "Each gap is 1/rate times a uniform factor in 1 ± jitter (0 to 0.9).")
+    var jitter = 0.2
+
+    @Option(help: "Bytes per write (the cell size).")
+    var bytes = 514
+
+    @Option(help: "Stop after this many seconds.")
+    var lifetime = 600
+
+    func validate() throws {
+        guard (listen == nil) != (connect == nil) else { throw ValidationError("give exactly one of --listen and --connect") }
+        try listen?.requireLoopback(role: "listen address", allowPeerName: false)
+        try connect?.requireLoopback(role: "connect address", allowPeerName: false)
+        guard (1...20_000).contains(connections) else { throw ValidationError("--connections must be 1-20000") }
+        guard rate > 0 && rate <= 1_000 else { throw ValidationError("--rate must be above 0 and at most 1000") }
+        guard (0...0.9).contains(jitter) else { throw ValidationError("--jitter must be from 0 to 0.9") }
+        guard (1...65_536).contains(bytes) else { throw ValidationError("--bytes must be 1-65536") }
+        guard (1...86_400).contains(lifetime) else { throw ValidationError("--lifetime must be 1-86400 seconds") }
+    }
+
+    func run() async throws {
+        try await withEventLoopGroup { group in
+            let loop = group.next()
+            let pacer = Pacer(loop: loop, rate: rate, jitter: jitter, bytes: bytes)
+            let initializer: @Sendable (Channel) -> EventLoopFuture<Void> = { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(PacedConnection(pacer: pacer))
+                }
+            }
+            let done = loop.makePromise(of: Void.self)
+            loop.scheduleTask(in: .seconds(Int64(lifetime))) { done.succeed(()) }
+            if let listen {
+                let server = try await ServerBootstrap(group: group)
+                    .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                    .serverChannelOption(.backlog, value: 4_096)
+                    .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                    .childChannelInitializer(initializer)
+                    .bind(to: try socketAddress(listen)).get()
+                let bound = server.localAddress.flatMap(endpoint(of:)) ?? listen
+                print("sotto-bench cell-pacer listening on \(bound)")
+                fflush(stdout)
+                try await done.futureResult.get()
+                try? await server.close()
+            } else if let connect {
+                let bootstrap = ClientBootstrap(group: group)
+                    .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                    .channelInitializer(initializer)
+                let address = try socketAddress(connect)
+                var channels: [Channel] = []
+                for index in 0..<connections {
+                    channels.append(try await bootstrap.connect(to: address).get())
+                    if index % 100 == 99 { try await Task.sleep(for: .milliseconds(20)) }   // a steady start
+                }
+                print("PACER_READY \(channels.count) connections")
+                fflush(stdout)
+                try await done.futureResult.get()
+                for channel in channels { try? await channel.close() }
+            }
+            let totals = try await loop.submit { pacer.totals }.get()
+            print("RESULT name=cell-pacer connections=\(totals.connections) writes=\(totals.writes) bytes_read=\(totals.bytesRead)")
+        }
+    }
+}
+
+/// Every connection's next write time in a 1,024-slot wheel of 1 ms slots, turned by one timer.
+/// Loop-confined.
+final class Pacer: @unchecked Sendable {
+    let loop: EventLoop
+    let rate: Double
+    let jitter: Double
+    let payload: ByteBuffer
+    private var wheel: [[PacedConnection]] = Array(repeating: [], count: 1_024)
+    private var tick: Int64 = 0
+    private var started = false
+    private var random = SystemRandomNumberGenerator()
+    private(set) var totals = (connections: 0, writes: 0, bytesRead: 0)
+
+    init(loop: EventLoop, rate: Double, jitter: Double, bytes: Int) {
+        self.loop = loop
+        self.rate = rate
+        self.jitter = jitter
+        self.payload = ByteBuffer(repeating: 0x5A, count: bytes)
+    }
+
+    /// The next gap in 1 ms slots (at least 1).
+    private func gap() -> Int64 {
+        let factor = 1 + Double.random(in: -jitter...jitter, using: &random)
+        return max(1, Int64((1_000 / rate * factor).rounded()))
+    }
+
+    func add(_ connection: PacedConnection) {
+        totals.connections += 1
+        place(connection, after: gap())
+        if !started {
+            started = true
+            loop.scheduleRepeatedTask(initialDelay: .milliseconds(1), delay: .milliseconds(1)) { [weak self] _ in self?.turn() }
+        }
+    }
+
+    func read(_ bytes: Int) { totals.bytesRead += bytes }
+
+    private func place(_ connection: PacedConnection, after slots: Int64) {
+        // Gaps beyond the wheel wait a whole turn more (not at the rates used here: 1,000 ms at 1/s).
+        wheel[Int((tick + min(slots, 1_023)) & 1_023)].append(connection)
+    }
+
+    /// One 1 ms slot: every connection due writes once and is placed again.
+    private func turn() {
+        tick += 1
+        let slot = Int(tick & 1_023)
+        let due = wheel[slot]
+        wheel[slot].removeAll(keepingCapacity: true)
+        for connection in due where connection.write(payload) {
+            totals.writes += 1
+            place(connection, after: gap())
+        }
+    }
+}
+
+final class PacedConnection: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let pacer: Pacer
+    private var context: ChannelHandlerContext?
+
+    init(pacer: Pacer) { self.pacer = pacer }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.context = context
+        pacer.add(self)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.context = nil
+        context.fireChannelInactive()
+    }
+
+    /// False once the connection is closed (it then leaves the wheel).
+    func write(_ payload: ByteBuffer) -> Bool {
+        guard let context else { return false }
+        context.writeAndFlush(wrapOutboundOut(payload), promise: nil)
+        return true
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        pacer.read(unwrapInboundIn(data).readableBytes)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+}
