@@ -23,7 +23,7 @@ from aiocoap.numbers.constants import TransportTuning
 from aiocoap import error as coap_error
 from aiocoap.numbers.codes import BAD_REQUEST, METHOD_NOT_ALLOWED, NOT_FOUND, REQUEST_ENTITY_TOO_LARGE
 
-from sotto_e2e import LOOPBACK, free_port, start_sotto_coap_server
+from sotto_e2e import LOOPBACK, free_port, start_sotto_coap_server, wait_until
 
 # tinydtls as DTLSSocket 0.2.3 builds it takes PSKs of at most 16 bytes (DTLS_PSK_MAX_KEY_LEN =
 # DTLS_KEY_LENGTH, crypto.h) and identities of at most 32 (DTLS_PSK_MAX_CLIENT_IDENTITY_LEN); a longer
@@ -289,9 +289,10 @@ def test_aiocoap_with_a_wrong_psk_fails_within_a_bounded_time(world, psk, identi
     assert run(good()).code == CONTENT, "the server still serves the right key afterwards"
 
 
-async def post_many(port: int, box: str, count: int) -> list[tuple[int, bytes]]:
+async def post_many(port: int, box: str, count: int, after_last=None) -> list[tuple[int, bytes]]:
     """POSTs `count` distinct envelopes back to back; returns (id, envelope) of each one the
-    server answered 2.01 Created for (the id from its Location-Path)."""
+    server answered 2.01 Created for (the id from its Location-Path). `after_last` runs right
+    after the last answer, before the client context is shut down."""
     context = await client(port)
     acknowledged = []
     try:
@@ -300,8 +301,10 @@ async def post_many(port: int, box: str, count: int) -> list[tuple[int, bytes]]:
             reply = await request(context, POST, port, f"/mb/{box}", envelope)
             assert reply.code == CREATED, (index, reply)
             acknowledged.append((int(reply.opt.location_path[2]), envelope))
+        if after_last is not None:
+            after_last()
     finally:
-        await context.shutdown()
+        await asyncio.wait_for(context.shutdown(), 20)
     return acknowledged
 
 
@@ -333,10 +336,10 @@ def test_envelopes_acknowledged_before_a_sigkill_are_there_after_the_restart(wor
     database = world.dir / "mailbox.sqlite"
     log = Path(str(database) + "-pending")
 
-    acknowledged = run(post_many(port, "killed", 150))
-    # Within the 50 ms of idle time before the server's flush: SIGKILL, no chance to clean up.
     server.expected_exit = True
-    server.signal(signal.SIGKILL)
+    # Right after the last 2.01, well within the 50 ms without POSTs that the server waits before
+    # it flushes: SIGKILL, no chance to clean up.
+    acknowledged = run(post_many(port, "killed", 150, after_last=lambda: server.signal(signal.SIGKILL)))
     assert server.wait(10) == -signal.SIGKILL
     size = log.stat().st_size
     assert size > 64, f"the pending log holds {size} bytes: the server flushed before the kill (too slow a machine?)"
@@ -347,9 +350,11 @@ def test_envelopes_acknowledged_before_a_sigkill_are_there_after_the_restart(wor
     restarted = start_sotto_coap_server(
         world, "--listen", f"{LOOPBACK}:{port}", "--psk-identity", IDENTITY,
         "--psk-key-file", str(world.dir / "client.psk"), "--database", str(database), ports=[port])
-    moved = re.search(r"moved (\d+) envelope\(s\) that the last run left in the pending log into the tables; "
-                      r"dropped (\d+) byte\(s\)", restarted.log_text())
-    assert moved, restarted.log_text()
+    pattern = re.compile(r"moved (\d+) envelope\(s\) that the last run left in the pending log into the tables; "
+                         r"dropped (\d+) byte\(s\)")
+    # The store's lines follow the 'listening' line the start waited for.
+    moved = wait_until(lambda: pattern.search(restarted.log_text()), 10,
+                       "the restarted server to log what it moved from the pending log")
     assert 1 <= int(moved.group(1)) <= len(acknowledged), moved.group(0)
     assert int(moved.group(2)) == 8, moved.group(0)
 
