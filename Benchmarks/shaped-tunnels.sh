@@ -191,7 +191,7 @@ floor = ($floor_ticks1 - $floor_ticks0) / hz / floor_elapsed * 100
 floor_kernel = ($floor_kticks1 - $floor_kticks0) / hz / floor_elapsed * 100
 print(f"floor (sotto-bench cell-pacer: the same writes and reads on {tunnels} connections, no Sotto code), {floor_elapsed:.1f} s window:")
 print(f"  CPU            {floor:.1f} % of one core, {floor_kernel:.1f} of it in the kernel; Sotto's own work above it: {cpu - floor:.1f} % of a core")
-print(f"RESULT name=shaped-tunnels tunnels={live} cells_per_s={sent:.0f} cpu_percent={cpu:.1f} kib_per_tunnel={per_tunnel / 1024:.1f} "
+print(f"RESULT name=shaped-tunnels tunnels={live} cells_per_s={sent:.0f} cpu_percent={cpu:.1f} kernel_percent={kernel:.1f} kib_per_tunnel={per_tunnel / 1024:.1f} "
       f"rss_idle_mib={$exit_rss_idle / 1024:.1f} rss_loaded_mib={$exit_rss_loaded / 1024:.1f} load_cpu_percent={load_cpu:.1f} "
       f"floor_cpu_percent={floor:.1f} floor_kernel_percent={floor_kernel:.1f}")
 PYEOF

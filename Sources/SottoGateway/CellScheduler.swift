@@ -105,7 +105,7 @@ final class ImmediateScheduler: CellScheduler {
 /// Real and cover cells leave through the same `emit` (encode, seal, write, flush: one cell per
 /// write and flush), so neither the bytes nor the TCP push pattern tell them apart.
 final class ShapedScheduler: CellScheduler {
-    private var core: ShapingCore<Cell, SystemRandomNumberGenerator>
+    private var core: ShapingCore<Cell, PooledRandom>
     private let eventLoop: EventLoop
     private let canWrite: () -> Bool
     /// Seals, writes and flushes exactly one cell.
@@ -126,9 +126,10 @@ final class ShapedScheduler: CellScheduler {
         self.eventLoop = eventLoop
         self.canWrite = canWrite
         self.emit = emit
+        let slotTimer = SlotTimer.on(eventLoop)
+        self.slotTimer = slotTimer
         self.core = ShapingCore(parameters: parameters, queueLimits: queueLimits, cellSize: cellSize,
-                                now: eventLoop.now.uptimeNanoseconds)
-        self.slotTimer = SlotTimer.on(eventLoop)
+                                now: eventLoop.now.uptimeNanoseconds, generator: PooledRandom(pool: slotTimer.random))
         self.slotTimerID = slotTimer.register { [weak self] in
             guard let self = self else { return }
             self.timerDeadline = nil

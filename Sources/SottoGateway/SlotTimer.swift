@@ -31,6 +31,8 @@ final class SlotTimer {
     private var armed: Scheduled<Void>?
     private var armedAt: UInt64 = .max
     private var firing = false
+    /// The shaping schedules' randomness for this loop's tunnels.
+    let random = RandomPool()
 
     private init(eventLoop: EventLoop) {
         self.eventLoop = eventLoop
