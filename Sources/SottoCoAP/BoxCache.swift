@@ -57,8 +57,13 @@ struct BoxCache {
         clock &+= 1
         entry.lastUse = clock
         entries[box] = entry
+        return Self.select(entry.envelopes, after: after, limit: limit, now: now)
+    }
+
+    /// Up to `limit` of `envelopes` (in id order) with an id above `after` that have not expired at `now`.
+    static func select(_ envelopes: [StoredEnvelope], after: Int64, limit: Int, now: Int64) -> [StoredEnvelope] {
         var found: [StoredEnvelope] = []
-        for envelope in entry.envelopes where found.count < limit {
+        for envelope in envelopes where found.count < limit {
             if envelope.id > after && envelope.expiresAt > now { found.append(envelope) }
         }
         return found

@@ -415,8 +415,10 @@ public final class MessageStore: @unchecked Sendable {
         guard db != nil else { throw MessageStoreError.closed }
         if let cached = boxCache.list(box: box, after: after, limit: limit, now: now) { return cached }
         if boxCache.admits(count: try waitingCount(box)) {
-            boxCache.fill(box: box, envelopes: try everyEnvelope(of: box))
-            if let cached = boxCache.list(box: box, after: after, limit: limit, now: now) { return cached }
+            // A small box: read whole, answered from what was read, cached when its bytes fit.
+            let every = try everyEnvelope(of: box)
+            boxCache.fill(box: box, envelopes: every)
+            return BoxCache.select(every, after: after, limit: limit, now: now)
         }
         // Kept apart from `statements`: looking it up there hashes its text on every GET.
         let select: OpaquePointer
