@@ -31,21 +31,13 @@ rate=${RATE:-10}
 [[ $seconds =~ ^[0-9]+$ && $seconds -ge 5 && $seconds -le 600 ]] || { echo "shaped-tunnels.sh: SECONDS must be 5-600, got '$seconds'" >&2; exit 2; }
 [[ $rate =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "shaped-tunnels.sh: RATE must be a number, got '$rate'" >&2; exit 2; }
 
-if ! command -v swift >/dev/null && [[ -x /opt/swift/usr/bin/swift ]]; then export PATH="$PATH:/opt/swift/usr/bin"; fi
-sotto=${SOTTO:-$ROOT/.build/release/sotto}
-bench=${SOTTO_BENCH:-$ROOT/.build/release/sotto-bench}
-if [[ -z "${SOTTO:-}" || -z "${SOTTO_BENCH:-}" ]]; then
-    echo "shaped-tunnels.sh: release build (swift build -c release)" >&2
-    swift build -c release --product sotto >/dev/null </dev/null
-    swift build -c release --product sotto-bench >/dev/null </dev/null
-fi
-[[ -x $sotto && -x $bench ]] || { echo "shaped-tunnels.sh: no binaries at $sotto / $bench" >&2; exit 2; }
+source "$ROOT/Benchmarks/lib.sh"
+release_binaries shaped-tunnels.sh
 
 work=$(mktemp -d /tmp/sotto-tunnels.XXXXXX)
 pids=()
 cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    stop_pids
     rm -rf "$work"
 }
 trap cleanup EXIT

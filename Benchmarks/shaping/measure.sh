@@ -49,26 +49,18 @@ for v in "$idle" "$chat" "$bulk" "$seed"; do
     [[ $v =~ ^[0-9]+$ ]] || { echo "measure.sh: IDLE, CHAT, BULK and SEED must be whole numbers, got '$v'" >&2; exit 2; }
 done
 
-if ! command -v swift >/dev/null && [[ -x /opt/swift/usr/bin/swift ]]; then export PATH="$PATH:/opt/swift/usr/bin"; fi
 bash scripts/install-deps.sh >/dev/null || { echo "measure.sh: installing dependencies failed" >&2; exit 1; }
 if ! command -v tcpdump >/dev/null; then
     echo "measure.sh: installing tcpdump" >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tcpdump >/dev/null </dev/null
 fi
-sotto=${SOTTO:-$ROOT/.build/release/sotto}
-bench=${SOTTO_BENCH:-$ROOT/.build/release/sotto-bench}
-if [[ -z "${SOTTO:-}" || -z "${SOTTO_BENCH:-}" ]]; then
-    echo "measure.sh: release build (swift build -c release)" >&2
-    swift build -c release --product sotto >/dev/null </dev/null
-    swift build -c release --product sotto-bench >/dev/null </dev/null
-fi
-[[ -x $sotto && -x $bench ]] || { echo "measure.sh: no binaries at $sotto / $bench" >&2; exit 2; }
+source "$ROOT/Benchmarks/lib.sh"
+release_binaries measure.sh
 
 work=$(mktemp -d /tmp/sotto-shaping.XXXXXX)
 pids=()
 stop_all() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    stop_pids
     pids=()
 }
 cleanup() {
