@@ -16,7 +16,7 @@ struct CellCost: ParsableCommand {
             prints 'RESULT name=cell-cost ...' lines. No sockets: CPU only.
             """)
 
-    @Option(help: "Cell sizes in bytes, comma-separated (each 64 to 65,535).")
+    @Option(help: "Cell sizes in bytes, comma-separated (each within the tunnel's 128 to 16,384).")
     var sizes: String = "514,1400,16384"
 
     @Option(help: "Seconds per measurement (0.1 to 10).")
@@ -28,16 +28,22 @@ struct CellCost: ParsableCommand {
     func validate() throws {
         guard (0.1...10).contains(seconds) else { throw ValidationError("--seconds must be from 0.1 to 10") }
         guard (1...100_000_000).contains(cells) else { throw ValidationError("--cells must be from 1 to 100000000") }
-        guard !parsedSizes.isEmpty, parsedSizes.allSatisfy({ (64...65_535).contains($0) }) else {
-            throw ValidationError("--sizes takes cell sizes from 64 to 65535, comma-separated, got '\(sizes)'")
+        let range = TunnelConstants.cellSizeRange
+        guard let sizes = parsedSizes, sizes.allSatisfy({ range.contains($0) }) else {
+            throw ValidationError("--sizes takes cell sizes from \(range.lowerBound) to \(range.upperBound), comma-separated, got '\(self.sizes)'")
         }
     }
 
-    private var parsedSizes: [Int] { sizes.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
+    /// The sizes of `--sizes`; nil when one of them is no number (or there is none).
+    var parsedSizes: [Int]? {
+        let pieces = sizes.split(separator: ",", omittingEmptySubsequences: false)
+        let numbers = pieces.compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        return numbers.isEmpty || numbers.count != pieces.count ? nil : numbers
+    }
 
     func run() throws {
         let key = [UInt8](repeating: 7, count: 32)
-        for size in parsedSizes {
+        for size in parsedSizes ?? [] {
             let plaintext = [UInt8](repeating: 0xA5, count: size - 16)
             var sealer = try CellSealer(key: key, cellSize: size)
             // The cells `open` reads: sealed up front with the same key and counters.
