@@ -153,6 +153,7 @@ final class TunnelSession: ChannelInboundHandler {
         self.state = .initiating(initiator)
         self.name = name
         self.cellSize = cellSize
+        self.plaintextScratch = [UInt8](repeating: 0, count: cellSize - TunnelConstants.tagSize)
         self.settings = settings
         self.maxFlows = Int.max
         self.gatewayCounters = counters
@@ -176,6 +177,7 @@ final class TunnelSession: ChannelInboundHandler {
         self.state = .responding(responder)
         self.name = name
         self.cellSize = cellSize
+        self.plaintextScratch = [UInt8](repeating: 0, count: cellSize - TunnelConstants.tagSize)
         self.settings = settings
         self.maxFlows = maxFlows
         self.gatewayCounters = counters
@@ -714,7 +716,9 @@ final class TunnelSession: ChannelInboundHandler {
     static let defaultQueueLimits = try! ShapingQueueLimits(datagramCells: 256, streamCells: 256, controlCells: 4096)
     private var wireBatch: [UInt8] = []
     private var receiveScratch: [UInt8] = []
-    private lazy var plaintextScratch = [UInt8](repeating: 0, count: cellSize - TunnelConstants.tagSize)
+    /// One cell's plaintext, encoded in place before sealing. A stored property, not `lazy`: a
+    /// lazy array has no in-place mutation, so every cell would copy it.
+    private var plaintextScratch: [UInt8]
 
     private func writeBatch() {
         guard !wireBatch.isEmpty, let context = context else { return }
