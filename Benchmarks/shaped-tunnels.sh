@@ -82,6 +82,8 @@ PYEOF
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 kernel_ticks() { awk '{print $15}' "/proc/$1/stat"; }
+# Write system calls so far (the floor must make as many as the exit to be a floor).
+write_calls() { awk '/^syscw:/ {print $2}' "/proc/$1/io"; }
 
 "$sotto" run --config "$work/exit.toml" > "$work/exit.log" 2>&1 &
 exit_pid=$!
@@ -128,14 +130,14 @@ echo "shaped-tunnels: $live of $tunnels tunnels up at the exit" >&2
 
 sleep 5   # past the start-up
 read -r live0 sent0 received0 missed0 < <(totals)
-ticks0=$(cpu_ticks "$exit_pid"); kticks0=$(kernel_ticks "$exit_pid"); load_ticks0=$(cpu_ticks "$load_pid"); t0=$(date +%s%N)
+ticks0=$(cpu_ticks "$exit_pid"); kticks0=$(kernel_ticks "$exit_pid"); writes0=$(write_calls "$exit_pid"); load_ticks0=$(cpu_ticks "$load_pid"); t0=$(date +%s%N)
 if [[ -n "${PERF_OUT:-}" ]]; then
     # A profile of the exit over the window (perf's own sampling costs the exit a little CPU).
     perf record -F 999 -g -p "$exit_pid" -o "$PERF_OUT" -- sleep "$seconds" >/dev/null 2>&1
 else
     sleep "$seconds"
 fi
-ticks1=$(cpu_ticks "$exit_pid"); kticks1=$(kernel_ticks "$exit_pid"); load_ticks1=$(cpu_ticks "$load_pid"); t1=$(date +%s%N)
+ticks1=$(cpu_ticks "$exit_pid"); kticks1=$(kernel_ticks "$exit_pid"); writes1=$(write_calls "$exit_pid"); load_ticks1=$(cpu_ticks "$load_pid"); t1=$(date +%s%N)
 read -r live1 sent1 received1 missed1 < <(totals)
 exit_rss_loaded=$(rss_kib "$exit_pid")
 load_rss=$(rss_kib "$load_pid")
@@ -158,9 +160,9 @@ for _ in $(seq 1 240); do
 done
 grep -q PACER_READY "$work/pacer-connect.log" || { echo "shaped-tunnels: cell-pacer did not connect; see $work/pacer-connect.log" >&2; exit 1; }
 sleep 5
-floor_ticks0=$(cpu_ticks "$floor_pid"); floor_kticks0=$(kernel_ticks "$floor_pid"); f0=$(date +%s%N)
+floor_ticks0=$(cpu_ticks "$floor_pid"); floor_kticks0=$(kernel_ticks "$floor_pid"); floor_writes0=$(write_calls "$floor_pid"); f0=$(date +%s%N)
 sleep "$seconds"
-floor_ticks1=$(cpu_ticks "$floor_pid"); floor_kticks1=$(kernel_ticks "$floor_pid"); f1=$(date +%s%N)
+floor_ticks1=$(cpu_ticks "$floor_pid"); floor_kticks1=$(kernel_ticks "$floor_pid"); floor_writes1=$(write_calls "$floor_pid"); f1=$(date +%s%N)
 
 python3 - <<PYEOF
 hz = $(getconf CLK_TCK)
@@ -171,9 +173,10 @@ kernel = ($kticks1 - $kticks0) / hz / elapsed * 100
 load_cpu = ($load_ticks1 - $load_ticks0) / hz / elapsed * 100
 sent = ($sent1 - $sent0) / elapsed
 received = ($received1 - $received0) / elapsed
+writes = ($writes1 - $writes0) / elapsed
 per_tunnel = ($exit_rss_loaded - $exit_rss_idle) * 1024 / max(live, 1)
 print(f"exit gateway, {live} live shaped tunnels (constant $rate cells/s ±20% each way), {elapsed:.1f} s window:")
-print(f"  cells sent     {sent:,.0f}/s   cover cells received {received:,.0f}/s   missed slots {$missed1 - $missed0}")
+print(f"  cells sent     {sent:,.0f}/s   cover cells received {received:,.0f}/s   missed slots {$missed1 - $missed0}   write calls {writes:,.0f}/s")
 print(f"  CPU            {cpu:.1f} % of one core, {kernel:.1f} of it in the kernel (loopback TCP charges the sender for the receiver's work too)   (target < 30 %: {'met' if cpu < 30 else 'NOT met'})")
 print(f"  resident memory {$exit_rss_idle / 1024:.1f} MiB idle, {$exit_rss_loaded / 1024:.1f} MiB with the tunnels: "
       f"{per_tunnel / 1024:.1f} KiB per tunnel   (target < 64 KB: {'met' if per_tunnel < 64000 else 'NOT met'})")
@@ -181,9 +184,11 @@ print(f"load gateway (entry side, same shaping): CPU {load_cpu:.1f} % of one cor
 floor_elapsed = ($f1 - $f0) / 1e9
 floor = ($floor_ticks1 - $floor_ticks0) / hz / floor_elapsed * 100
 floor_kernel = ($floor_kticks1 - $floor_kticks0) / hz / floor_elapsed * 100
+floor_writes = ($floor_writes1 - $floor_writes0) / floor_elapsed
 print(f"floor (sotto-bench cell-pacer: the same writes and reads on {tunnels} connections, no Sotto code), {floor_elapsed:.1f} s window:")
+print(f"  write calls    {floor_writes:,.0f}/s ({floor_writes / writes if writes else 0:.2f} of the exit's)")
 print(f"  CPU            {floor:.1f} % of one core, {floor_kernel:.1f} of it in the kernel; Sotto's own work above it: {cpu - floor:.1f} % of a core")
 print(f"RESULT name=shaped-tunnels tunnels={live} cells_per_s={sent:.0f} cpu_percent={cpu:.1f} kernel_percent={kernel:.1f} kib_per_tunnel={per_tunnel / 1024:.1f} "
       f"rss_idle_mib={$exit_rss_idle / 1024:.1f} rss_loaded_mib={$exit_rss_loaded / 1024:.1f} load_cpu_percent={load_cpu:.1f} "
-      f"floor_cpu_percent={floor:.1f} floor_kernel_percent={floor_kernel:.1f}")
+      f"floor_cpu_percent={floor:.1f} floor_kernel_percent={floor_kernel:.1f} writes_per_s={writes:.0f} floor_writes_per_s={floor_writes:.0f}")
 PYEOF

@@ -95,6 +95,9 @@ struct CellPacer: AsyncParsableCommand {
 }
 
 /// Every connection's next write time in a 1,024-slot wheel of 1 ms slots, turned by one timer.
+/// The turns keep to the clock: each is armed at an absolute deadline (start + n ms), and a late
+/// wake-up serves every slot that came due meanwhile, so the connections write at `rate` however
+/// long a turn takes (a repeated task's fixed delay would add each turn's own time to the period).
 /// Loop-confined.
 final class Pacer: @unchecked Sendable {
     let loop: EventLoop
@@ -103,7 +106,7 @@ final class Pacer: @unchecked Sendable {
     let payload: ByteBuffer
     private var wheel: [[PacedConnection]] = Array(repeating: [], count: 1_024)
     private var tick: Int64 = 0
-    private var started = false
+    private var start: NIODeadline?
     private var random = SystemRandomNumberGenerator()
     private(set) var totals = (connections: 0, writes: 0, bytesRead: 0)
 
@@ -123,9 +126,9 @@ final class Pacer: @unchecked Sendable {
     func add(_ connection: PacedConnection) {
         totals.connections += 1
         place(connection, after: gap())
-        if !started {
-            started = true
-            loop.scheduleRepeatedTask(initialDelay: .milliseconds(1), delay: .milliseconds(1)) { [weak self] _ in self?.turn() }
+        if start == nil {
+            start = loop.now
+            arm()
         }
     }
 
@@ -136,10 +139,26 @@ final class Pacer: @unchecked Sendable {
         wheel[Int((tick + min(slots, 1_023)) & 1_023)].append(connection)
     }
 
-    /// One 1 ms slot: every connection due writes once and is placed again.
+    private func arm() {
+        guard let start else { return }
+        loop.scheduleTask(deadline: start + .milliseconds(tick + 1)) { [weak self] in self?.turn() }
+    }
+
+    /// Serves every 1 ms slot due by now (at most 1,000 in one wake-up), then arms the next.
     private func turn() {
-        tick += 1
-        let slot = Int(tick & 1_023)
+        guard let start else { return }
+        let due = (loop.now - start).nanoseconds / 1_000_000
+        var served = 0
+        while tick < due && served < 1_000 {
+            tick += 1
+            served += 1
+            serve(slot: Int(tick & 1_023))
+        }
+        arm()
+    }
+
+    /// One slot: every connection due writes once and is placed again.
+    private func serve(slot: Int) {
         let due = wheel[slot]
         wheel[slot].removeAll(keepingCapacity: true)
         for connection in due where connection.write(payload) {
