@@ -110,7 +110,7 @@ let package = Package(
         .testTarget(name: "SottoGatewayTests", dependencies: ["SottoGateway", "SottoTunnel", "SottoConfig", "SottoShaping", "SottoSOCKS", "TorControl", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOSOCKS", package: "swift-nio-extras"), .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "SottoBenchTests",
-            dependencies: ["sotto-bench", "SottoSOCKS", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            dependencies: ["sotto-bench", "SottoSOCKS", "SottoTunnel", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                            .product(name: "NIOSOCKS", package: "swift-nio-extras")],
             path: "Benchmarks/SottoBenchTests"),
     ],

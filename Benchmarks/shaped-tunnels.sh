@@ -11,8 +11,9 @@
 # counters (`sotto status`, shaping totals). Targets: under 30 % of one core and under 64 KB per
 # tunnel. The load gateway's own CPU is printed too (the same shaping code, entry side); both
 # share this machine's cores. Then, with the gateways stopped, the floor: sotto-bench cell-pacer
-# makes the same packets on as many connections without any Sotto code, and its CPU over an
-# equal window is printed beside the exit's.
+# makes the same packets on as many connections without any Sotto code, and then the same with
+# every cell sealed and opened by the tunnel's cell cipher; their CPU over equal windows is
+# printed beside the exit's.
 #
 # Usage: Benchmarks/shaped-tunnels.sh [TUNNELS] [SECONDS]    (defaults 1000 and 30)
 # Environment: RATE (cells/s per tunnel, default 10), SOTTO / SOTTO_BENCH (binaries; default the
@@ -147,22 +148,38 @@ wait "$load_pid" "$exit_pid" 2>/dev/null || true
 # The floor: the same packet pattern (N connections, one cell-size write every 1/RATE s ± 20 %
 # each way, one event loop, one 1 ms timer) from sotto-bench cell-pacer, which runs no Sotto code.
 # Its listening side's CPU is what the kernel and NIO cost for these packets on this machine.
-mapfile -t pacer_port < <("$bench" free-ports --count 1)
-"$bench" cell-pacer --listen "127.0.0.1:${pacer_port[0]}" --rate "$rate" --bytes 514 --lifetime $((seconds + 300)) > "$work/pacer-listen.log" 2>&1 &
-floor_pid=$!
-pids+=($floor_pid)
-"$bench" wait-listen --tcp "127.0.0.1:${pacer_port[0]}" --timeout 30
-"$bench" cell-pacer --connect "127.0.0.1:${pacer_port[0]}" --connections "$tunnels" --rate "$rate" --bytes 514 --lifetime $((seconds + 300)) > "$work/pacer-connect.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 240); do
-    grep -q PACER_READY "$work/pacer-connect.log" && break
-    sleep 0.5
-done
-grep -q PACER_READY "$work/pacer-connect.log" || { echo "shaped-tunnels: cell-pacer did not connect; see $work/pacer-connect.log" >&2; exit 1; }
-sleep 5
-floor_ticks0=$(cpu_ticks "$floor_pid"); floor_kticks0=$(kernel_ticks "$floor_pid"); floor_writes0=$(write_calls "$floor_pid"); f0=$(date +%s%N)
-sleep "$seconds"
-floor_ticks1=$(cpu_ticks "$floor_pid"); floor_kticks1=$(kernel_ticks "$floor_pid"); floor_writes1=$(write_calls "$floor_pid"); f1=$(date +%s%N)
+# Then again with --seal: each write a cell sealed and each cell read opened by the tunnel's own
+# cell cipher (swift-crypto), nothing else of Sotto: the floor plus the cryptography.
+# pacer_window NAME [ARGS]: runs both sides, sets window="cpu_ticks kernel_ticks write_calls ns"
+# of the listening side over the window, stops both.
+pacer_window() {
+    local name=$1; shift
+    local port listen_pid connect_pid t0 t1 c0 c1 k0 k1 w0 w1
+    mapfile -t port < <("$bench" free-ports --count 1)
+    "$bench" cell-pacer --listen "127.0.0.1:${port[0]}" --rate "$rate" --bytes 514 --lifetime $((seconds + 300)) "$@" > "$work/$name-listen.log" 2>&1 &
+    listen_pid=$!
+    pids+=($listen_pid)
+    "$bench" wait-listen --tcp "127.0.0.1:${port[0]}" --timeout 30 >&2
+    "$bench" cell-pacer --connect "127.0.0.1:${port[0]}" --connections "$tunnels" --rate "$rate" --bytes 514 --lifetime $((seconds + 300)) "$@" > "$work/$name-connect.log" 2>&1 &
+    connect_pid=$!
+    pids+=($connect_pid)
+    for _ in $(seq 1 240); do
+        grep -q PACER_READY "$work/$name-connect.log" && break
+        sleep 0.5
+    done
+    grep -q PACER_READY "$work/$name-connect.log" || { echo "shaped-tunnels: cell-pacer did not connect; see $work/$name-connect.log" >&2; exit 1; }
+    sleep 5
+    c0=$(cpu_ticks "$listen_pid"); k0=$(kernel_ticks "$listen_pid"); w0=$(write_calls "$listen_pid"); t0=$(date +%s%N)
+    sleep "$seconds"
+    c1=$(cpu_ticks "$listen_pid"); k1=$(kernel_ticks "$listen_pid"); w1=$(write_calls "$listen_pid"); t1=$(date +%s%N)
+    kill "$connect_pid" "$listen_pid" 2>/dev/null || true
+    wait "$connect_pid" "$listen_pid" 2>/dev/null || true
+    window="$((c1 - c0)) $((k1 - k0)) $((w1 - w0)) $((t1 - t0))"
+}
+pacer_window floor
+floor=$window
+pacer_window sealed --seal
+sealed=$window
 
 python3 - <<PYEOF
 hz = $(getconf CLK_TCK)
@@ -181,14 +198,17 @@ print(f"  CPU            {cpu:.1f} % of one core, {kernel:.1f} of it in the kern
 print(f"  resident memory {$exit_rss_idle / 1024:.1f} MiB idle, {$exit_rss_loaded / 1024:.1f} MiB with the tunnels: "
       f"{per_tunnel / 1024:.1f} KiB per tunnel   (target < 64 KB: {'met' if per_tunnel < 64000 else 'NOT met'})")
 print(f"load gateway (entry side, same shaping): CPU {load_cpu:.1f} % of one core, resident memory {$load_rss / 1024:.1f} MiB")
-floor_elapsed = ($f1 - $f0) / 1e9
-floor = ($floor_ticks1 - $floor_ticks0) / hz / floor_elapsed * 100
-floor_kernel = ($floor_kticks1 - $floor_kticks0) / hz / floor_elapsed * 100
-floor_writes = ($floor_writes1 - $floor_writes0) / floor_elapsed
-print(f"floor (sotto-bench cell-pacer: the same writes and reads on {tunnels} connections, no Sotto code), {floor_elapsed:.1f} s window:")
-print(f"  write calls    {floor_writes:,.0f}/s ({floor_writes / writes if writes else 0:.2f} of the exit's)")
-print(f"  CPU            {floor:.1f} % of one core, {floor_kernel:.1f} of it in the kernel; Sotto's own work above it: {cpu - floor:.1f} % of a core")
+def pacer(line):   # "cpu_ticks kernel_ticks write_calls ns" -> CPU %, kernel %, writes/s
+    c, k, w, ns = (int(x) for x in line.split())
+    return c / hz / (ns / 1e9) * 100, k / hz / (ns / 1e9) * 100, w / (ns / 1e9)
+floor, floor_kernel, floor_writes = pacer("$floor")
+sealed, sealed_kernel, sealed_writes = pacer("$sealed")
+print(f"floor (sotto-bench cell-pacer: the same writes and reads on {tunnels} connections, no Sotto code), {$seconds} s windows:")
+print(f"  plain          {floor:.1f} % of one core, {floor_kernel:.1f} of it in the kernel; write calls {floor_writes:,.0f}/s ({floor_writes / writes if writes else 0:.2f} of the exit's)")
+print(f"  cells sealed and opened (the tunnel's cell cipher, nothing else): {sealed:.1f} %, {sealed_kernel:.1f} in the kernel; write calls {sealed_writes:,.0f}/s")
+print(f"  the exit above the plain floor: {cpu - floor:.1f} % of a core; above the sealed one (shaping, framing, tunnel and flow code): {cpu - sealed:.1f} %")
 print(f"RESULT name=shaped-tunnels tunnels={live} cells_per_s={sent:.0f} cpu_percent={cpu:.1f} kernel_percent={kernel:.1f} kib_per_tunnel={per_tunnel / 1024:.1f} "
       f"rss_idle_mib={$exit_rss_idle / 1024:.1f} rss_loaded_mib={$exit_rss_loaded / 1024:.1f} load_cpu_percent={load_cpu:.1f} "
-      f"floor_cpu_percent={floor:.1f} floor_kernel_percent={floor_kernel:.1f} writes_per_s={writes:.0f} floor_writes_per_s={floor_writes:.0f}")
+      f"floor_cpu_percent={floor:.1f} floor_kernel_percent={floor_kernel:.1f} sealed_floor_cpu_percent={sealed:.1f} "
+      f"writes_per_s={writes:.0f} floor_writes_per_s={floor_writes:.0f} sealed_floor_writes_per_s={sealed_writes:.0f}")
 PYEOF

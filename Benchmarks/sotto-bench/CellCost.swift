@@ -25,9 +25,13 @@ struct CellCost: ParsableCommand {
     @Option(help: "At most this many cells per measurement.")
     var cells: Int = 5_000_000
 
+    @Option(help: "Seal with this many sealers (own keys), round-robin, as an exit does for its tunnels (1 to 100000).")
+    var keys: Int = 1
+
     func validate() throws {
         guard (0.1...10).contains(seconds) else { throw ValidationError("--seconds must be from 0.1 to 10") }
         guard (1...100_000_000).contains(cells) else { throw ValidationError("--cells must be from 1 to 100000000") }
+        guard (1...100_000).contains(keys) else { throw ValidationError("--keys must be from 1 to 100000") }
         let range = TunnelConstants.cellSizeRange
         guard let sizes = parsedSizes, sizes.allSatisfy({ range.contains($0) }) else {
             throw ValidationError("--sizes takes cell sizes from \(range.lowerBound) to \(range.upperBound), comma-separated, got '\(self.sizes)'")
@@ -45,7 +49,9 @@ struct CellCost: ParsableCommand {
         let key = [UInt8](repeating: 7, count: 32)
         for size in parsedSizes ?? [] {
             let plaintext = [UInt8](repeating: 0xA5, count: size - 16)
-            var sealer = try CellSealer(key: key, cellSize: size)
+            var sealers = try (0..<keys).map { index in
+                try CellSealer(key: (0..<32).map { UInt8(truncatingIfNeeded: index >> (($0 % 4) * 8)) ^ 7 }, cellSize: size)
+            }
             // The cells `open` reads: sealed up front with the same key and counters.
             let sample = min(cells, 4_096)
             var sealedCells: [[UInt8]] = []
@@ -54,10 +60,12 @@ struct CellCost: ParsableCommand {
 
             var output: [UInt8] = []
             output.reserveCapacity(size)
+            var next = 0
             let sealNs = try measure(cellsPerRound: 1_024) {
                 for _ in 0..<1_024 {
                     output.removeAll(keepingCapacity: true)
-                    try sealer.seal(plaintext, appendingTo: &output)
+                    try sealers[next].seal(plaintext, appendingTo: &output)
+                    next = next + 1 == sealers.count ? 0 : next + 1
                 }
             }
             // Cells open only in counter order: each round opens the pre-sealed cells with a new opener.
@@ -83,7 +91,7 @@ struct CellCost: ParsableCommand {
             let perCore = { (ns: Double) in Double(size - 16) / ns * 1e3 }   // MB/s of plaintext
             print(String(format: "cell %5d B: seal %7.0f ns (%6.0f MB/s a core), open %7.0f ns (%6.0f MB/s), bare ChaChaPoly.seal %7.0f ns",
                          size, sealNs, perCore(sealNs), openNs, perCore(openNs), bareNs))
-            print("RESULT name=cell-cost cell_size=\(size) seal_ns=\(Int(sealNs)) open_ns=\(Int(openNs)) bare_seal_ns=\(Int(bareNs)) "
+            print("RESULT name=cell-cost cell_size=\(size) keys=\(keys) seal_ns=\(Int(sealNs)) open_ns=\(Int(openNs)) bare_seal_ns=\(Int(bareNs)) "
                 + "seal_mb_s=\(Int(perCore(sealNs))) open_mb_s=\(Int(perCore(openNs)))")
         }
     }

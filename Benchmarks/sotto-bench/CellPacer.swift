@@ -1,6 +1,7 @@
 import ArgumentParser
 import NIOCore
 import NIOPosix
+import SottoTunnel
 
 /// The floor under Benchmarks/shaped-tunnels.sh: the same packet pattern as N shaped tunnels
 /// (one fixed-size write per connection every 1/rate s ± jitter, in both directions, on N
@@ -39,6 +40,9 @@ struct CellPacer: AsyncParsableCommand {
     @Option(help: "Stop after this many seconds.")
     var lifetime = 600
 
+    @Flag(help: "Seal each write and open each cell read with the tunnel's cell cipher (both sides must agree).")
+    var seal = false
+
     func validate() throws {
         guard (listen == nil) != (connect == nil) else { throw ValidationError("give exactly one of --listen and --connect") }
         try listen?.requireLoopback(role: "listen address", allowPeerName: false)
@@ -47,6 +51,10 @@ struct CellPacer: AsyncParsableCommand {
         guard rate > 0 && rate <= 1_000 else { throw ValidationError("--rate must be above 0 and at most 1000") }
         guard (0...0.9).contains(jitter) else { throw ValidationError("--jitter must be from 0 to 0.9") }
         guard (1...65_536).contains(bytes) else { throw ValidationError("--bytes must be 1-65536") }
+        guard !seal || TunnelConstants.cellSizeRange.contains(bytes) else {
+            let range = TunnelConstants.cellSizeRange
+            throw ValidationError("with --seal, --bytes is a cell size: \(range.lowerBound)-\(range.upperBound)")
+        }
         guard (1...86_400).contains(lifetime) else { throw ValidationError("--lifetime must be 1-86400 seconds") }
     }
 
@@ -54,9 +62,13 @@ struct CellPacer: AsyncParsableCommand {
         try await withEventLoopGroup { group in
             let loop = group.next()
             let pacer = Pacer(loop: loop, rate: rate, jitter: jitter, bytes: bytes)
+            // Each side seals with its own direction's key and opens with the other's.
+            let cipher = seal ? CellCipherKeys(listening: listen != nil) : nil
+            let cellSize = bytes
             let initializer: @Sendable (Channel) -> EventLoopFuture<Void> = { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(PacedConnection(pacer: pacer))
+                    let crypto = try cipher.map { try CellCrypto(keys: $0, cellSize: cellSize) }
+                    try channel.pipeline.syncOperations.addHandler(PacedConnection(pacer: pacer, crypto: crypto))
                 }
             }
             let done = loop.makePromise(of: Void.self)
@@ -89,7 +101,8 @@ struct CellPacer: AsyncParsableCommand {
                 for channel in channels { try? await channel.close() }
             }
             let totals = try await loop.submit { pacer.totals }.get()
-            print("RESULT name=cell-pacer connections=\(totals.connections) writes=\(totals.writes) bytes_read=\(totals.bytesRead)")
+            print("RESULT name=cell-pacer connections=\(totals.connections) writes=\(totals.writes) bytes_read=\(totals.bytesRead) "
+                  + "cells_opened=\(totals.cellsOpened) open_failures=\(totals.openFailures)")
         }
     }
 }
@@ -107,8 +120,9 @@ final class Pacer: @unchecked Sendable {
     private var wheel: [[PacedConnection]] = Array(repeating: [], count: 1_024)
     private var tick: Int64 = 0
     private var start: NIODeadline?
+    private var sealScratch: [UInt8] = []
     private var random = SystemRandomNumberGenerator()
-    private(set) var totals = (connections: 0, writes: 0, bytesRead: 0)
+    private(set) var totals = (connections: 0, writes: 0, bytesRead: 0, cellsOpened: 0, openFailures: 0)
 
     init(loop: EventLoop, rate: Double, jitter: Double, bytes: Int) {
         self.loop = loop
@@ -132,7 +146,11 @@ final class Pacer: @unchecked Sendable {
         }
     }
 
-    func read(_ bytes: Int) { totals.bytesRead += bytes }
+    func read(_ bytes: Int, cellsOpened: Int = 0, failed: Bool = false) {
+        totals.bytesRead += bytes
+        totals.cellsOpened += cellsOpened
+        if failed { totals.openFailures += 1 }
+    }
 
     private func place(_ connection: PacedConnection, after slots: Int64) {
         // Gaps beyond the wheel wait a whole turn more (not at the rates used here: 1,000 ms at 1/s).
@@ -161,10 +179,57 @@ final class Pacer: @unchecked Sendable {
     private func serve(slot: Int) {
         let due = wheel[slot]
         wheel[slot].removeAll(keepingCapacity: true)
-        for connection in due where connection.write(payload) {
+        for connection in due where connection.write(payload, scratch: &sealScratch) {
             totals.writes += 1
             place(connection, after: gap())
         }
+    }
+}
+
+/// The two directions' keys of `--seal` (fixed: a benchmark, not a tunnel).
+struct CellCipherKeys: Sendable {
+    let send: [UInt8]
+    let receive: [UInt8]
+
+    init(listening: Bool) {
+        let toListener = [UInt8](repeating: 0x11, count: 32), fromListener = [UInt8](repeating: 0x22, count: 32)
+        send = listening ? fromListener : toListener
+        receive = listening ? toListener : fromListener
+    }
+}
+
+/// One connection's cell cipher for `--seal`: a sealer for its writes, an opener for its reads.
+struct CellCrypto {
+    var sealer: CellSealer
+    var opener: CellOpener
+    let plaintext: [UInt8]
+    var inbound = ByteBuffer()
+    var opened: [UInt8] = []
+
+    init(keys: CellCipherKeys, cellSize: Int) throws {
+        sealer = try CellSealer(key: keys.send, cellSize: cellSize)
+        opener = try CellOpener(key: keys.receive, cellSize: cellSize)
+        plaintext = [UInt8](repeating: 0, count: cellSize - TunnelConstants.tagSize)
+    }
+
+    /// Opens every whole cell of `buffer` (a partial one waits for the next read), taking
+    /// whole cells straight from the read as a tunnel does. Nil once a cell fails to open: the
+    /// opener is poisoned, as in a tunnel.
+    mutating func open(_ buffer: inout ByteBuffer) -> Int? {
+        let size = opener.cellSize
+        if inbound.readableBytes > 0 {
+            inbound.writeBuffer(&buffer)
+            swap(&inbound, &buffer)
+            inbound.clear()
+        }
+        var count = 0
+        while let cell = buffer.readBytes(length: size) {
+            opened.removeAll(keepingCapacity: true)
+            do { try opener.open(cell, appendingTo: &opened) } catch { return nil }
+            count += 1
+        }
+        if buffer.readableBytes > 0 { inbound.writeBuffer(&buffer) }
+        return count
     }
 }
 
@@ -173,9 +238,13 @@ final class PacedConnection: ChannelInboundHandler {
     typealias OutboundOut = ByteBuffer
 
     private let pacer: Pacer
+    private var crypto: CellCrypto?
     private var context: ChannelHandlerContext?
 
-    init(pacer: Pacer) { self.pacer = pacer }
+    init(pacer: Pacer, crypto: CellCrypto? = nil) {
+        self.pacer = pacer
+        self.crypto = crypto
+    }
 
     func channelActive(context: ChannelHandlerContext) {
         self.context = context
@@ -188,15 +257,38 @@ final class PacedConnection: ChannelInboundHandler {
         context.fireChannelInactive()
     }
 
-    /// False once the connection is closed (it then leaves the wheel).
-    func write(_ payload: ByteBuffer) -> Bool {
+    /// False once the connection is closed (it then leaves the wheel). With `--seal` the write
+    /// is a freshly sealed cell instead of `payload`.
+    func write(_ payload: ByteBuffer, scratch: inout [UInt8]) -> Bool {
         guard let context else { return false }
-        context.writeAndFlush(wrapOutboundOut(payload), promise: nil)
+        guard crypto != nil else {
+            context.writeAndFlush(wrapOutboundOut(payload), promise: nil)
+            return true
+        }
+        scratch.removeAll(keepingCapacity: true)
+        do {
+            try crypto!.sealer.seal(crypto!.plaintext, appendingTo: &scratch)
+        } catch {
+            context.close(promise: nil)
+            return false
+        }
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: scratch)), promise: nil)
         return true
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        pacer.read(unwrapInboundIn(data).readableBytes)
+        var buffer = unwrapInboundIn(data)
+        let bytes = buffer.readableBytes
+        guard crypto != nil else {
+            pacer.read(bytes)
+            return
+        }
+        if let cells = crypto!.open(&buffer) {
+            pacer.read(bytes, cellsOpened: cells)
+        } else {
+            pacer.read(bytes, failed: true)
+            context.close(promise: nil)
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
