@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import NIOCore
 import NIOPosix
 import SottoTunnel
@@ -121,7 +122,9 @@ final class Pacer: @unchecked Sendable {
     private var tick: Int64 = 0
     private var start: NIODeadline?
     private var sealScratch: [UInt8] = []
-    private var random = SystemRandomNumberGenerator()
+    /// Seeded, not the kernel's CSPRNG: one `getrandom` call per write would be part of the
+    /// floor, and the exit draws its jitter from a pooled buffer instead.
+    private var random = SplitMix64(seed: UInt64(truncatingIfNeeded: ProcessInfo.processInfo.processIdentifier))
     private(set) var totals = (connections: 0, writes: 0, bytesRead: 0, cellsOpened: 0, openFailures: 0)
 
     init(loop: EventLoop, rate: Double, jitter: Double, bytes: Int) {
