@@ -194,8 +194,11 @@ enum NoiseAEAD {
     static func seal(key: CipherKey, counter: UInt64, ad: [UInt8], plaintext: [UInt8], appendingTo output: inout [UInt8]) {
         // Sealing with a 32-byte key and a 12-byte nonce cannot fail.
         let box = try! ChaChaPoly.seal(plaintext, using: key.symmetricKey, nonce: nonce(counter), authenticating: ad)
-        // `combined` is nonce || ciphertext || tag; skip the nonce, copy once.
-        output.append(contentsOf: box.combined.dropFirst(12))
+        // `combined` is nonce || ciphertext || tag; skip the nonce, one memcpy (appending the
+        // `Data` slice itself goes through its generic iterator).
+        box.combined.withUnsafeBytes { raw in
+            output.append(contentsOf: UnsafeRawBufferPointer(rebasing: raw.dropFirst(12)).assumingMemoryBound(to: UInt8.self))
+        }
     }
 
     static func seal(key: CipherKey, counter: UInt64, ad: [UInt8], plaintext: [UInt8]) -> [UInt8] {
@@ -212,13 +215,16 @@ enum NoiseAEAD {
         guard ciphertext.count >= NoiseConstants.tagLength else { return false }
         var combined = Data(capacity: 12 + ciphertext.count)
         nonce(counter).withUnsafeBytes { combined.append(contentsOf: $0) }
-        combined.append(contentsOf: ciphertext)
+        // Contiguous input (the cells' arrays) is appended with one memcpy.
+        if ciphertext.withContiguousStorageIfAvailable({ combined.append($0) }) == nil {
+            combined.append(contentsOf: ciphertext)
+        }
         guard let box = try? ChaChaPoly.SealedBox(combined: combined),
               let plaintext = try? ChaChaPoly.open(box, using: key.symmetricKey, authenticating: ad)
         else {
             return false
         }
-        output.append(contentsOf: plaintext)
+        plaintext.withUnsafeBytes { output.append(contentsOf: $0.assumingMemoryBound(to: UInt8.self)) }
         return true
     }
 

@@ -330,6 +330,43 @@ final class NoiseVectorTests: XCTestCase {
         }
         return nil
     }
+
+    /// NoiseAEAD against swift-crypto's own ChaChaPoly with the Noise nonce, and its open from a
+    /// contiguous array, an array slice and a collection without contiguous storage alike.
+    func testNoiseAEADMatchesChaChaPolyAndOpensAnyCollection() throws {
+        let keyBytes = (0..<32).map { UInt8($0 * 7 & 0xFF) }
+        let key = CipherKey(keyBytes)
+        let plaintext = (0..<300).map { UInt8($0 & 0xFF) }
+        let ad: [UInt8] = [1, 2, 3]
+        let counter: UInt64 = 0x0102_0304_0506
+        var prefix: [UInt8] = [0xEE]
+        NoiseAEAD.seal(key: key, counter: counter, ad: ad, plaintext: plaintext, appendingTo: &prefix)
+        let sealed = Array(prefix.dropFirst())
+        XCTAssertEqual(prefix.first, 0xEE, "appends, keeps what was there")
+        let reference = try ChaChaPoly.seal(plaintext, using: SymmetricKey(data: keyBytes),
+                                            nonce: ChaChaPolyTestNonce.make(counter), authenticating: ad)
+        XCTAssertEqual(sealed, Array(reference.ciphertext) + Array(reference.tag))
+
+        for input in [AnyCollection(sealed), AnyCollection(sealed[...]), AnyCollection(sealed.lazy.map { $0 })] {
+            var output: [UInt8] = [9]
+            XCTAssertTrue(NoiseAEAD.open(key: key, counter: counter, ad: ad, ciphertext: input, appendingTo: &output))
+            XCTAssertEqual(output, [9] + plaintext)
+        }
+        var viaArray: [UInt8] = []
+        XCTAssertTrue(NoiseAEAD.open(key: key, counter: counter, ad: ad, ciphertext: sealed, appendingTo: &viaArray))
+        XCTAssertEqual(viaArray, plaintext)
+
+        // A flipped bit, another counter or other AD: false, and the output is left as it was.
+        var tampered = sealed
+        tampered[40] ^= 0x80
+        for (ciphertext, n, data) in [(tampered, counter, ad), (sealed, counter + 1, ad), (sealed, counter, [1, 2])] {
+            var output: [UInt8] = [9]
+            XCTAssertFalse(NoiseAEAD.open(key: key, counter: n, ad: data, ciphertext: ciphertext, appendingTo: &output))
+            XCTAssertEqual(output, [9])
+        }
+        var short: [UInt8] = []
+        XCTAssertFalse(NoiseAEAD.open(key: key, counter: counter, ad: ad, ciphertext: sealed.prefix(15), appendingTo: &short))
+    }
 }
 
 enum ChaChaPolyTestNonce {
