@@ -20,23 +20,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SCRATCH="$ROOT/.build"
-QUICK=0
-SKIP_BUILD=0
-RESULTS_COPY=""
-KEEP=0
-while [[ $# -gt 0 ]]; do
-    case "$1" in
-        --quick) QUICK=1 ;;
-        --scratch-path) SCRATCH=$2; shift ;;
-        --skip-build) SKIP_BUILD=1 ;;
-        --results) RESULTS_COPY=$2; shift ;;
-        --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "run.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
-    esac
-    shift
-done
+source "$ROOT/Benchmarks/lib.sh"
+bench_options run.sh "$0" 20 "$@"
 
 : "${CELL_SIZE:=514}"
 if [[ $QUICK == 1 ]]; then
@@ -78,24 +63,6 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/sotto-bench.XXXXXX")
 RESULTS="$WORK/results.txt"
 : >"$RESULTS"
 declare -a PIDS=()
-
-stop_pid() {
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for i in $(seq 1 30); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    # A process started with SIGTERM blocked (inherited mask) only goes with SIGKILL.
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-forget_pid() {
-    local pid=$1 kept=() p
-    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || kept+=("$p"); done
-    PIDS=("${kept[@]+"${kept[@]}"}")
-}
 
 cleanup() {
     local pid

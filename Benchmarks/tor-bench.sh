@@ -27,23 +27,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SCRATCH="$ROOT/.build"
-QUICK=0
-SKIP_BUILD=0
-RESULTS_COPY=""
-KEEP=0
-while [[ $# -gt 0 ]]; do
-    case "$1" in
-        --quick) QUICK=1 ;;
-        --scratch-path) SCRATCH=$2; shift ;;
-        --skip-build) SKIP_BUILD=1 ;;
-        --results) RESULTS_COPY=$2; shift ;;
-        --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "tor-bench.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
-    esac
-    shift
-done
+source "$ROOT/Benchmarks/lib.sh"
+bench_options tor-bench.sh "$0" 28 "$@"
 
 if [[ $QUICK == 1 ]]; then
     : "${COUNT:=200}" "${WARMUP:=20}" "${PAYLOAD:=64}" "${SIZING:=30}"
@@ -85,23 +70,7 @@ TORNET=""
 ONION_ID=""
 TOR_PAIR=()
 
-stop_pid() {
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for i in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    # A process started with SIGTERM blocked (inherited mask) only goes with SIGKILL.
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-forget_pid() {
-    local pid=$1 kept=() p
-    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || kept+=("$p"); done
-    PIDS=("${kept[@]+"${kept[@]}"}")
-}
+STOP_GRACE_TENTHS=50   # tor and the gateways may take a few seconds to go (stop_pid, lib.sh)
 
 # control.py add|del ...: ADD_ONION / DEL_ONION on the network's onion-host tor, through the
 # control-port client of the Tor tests (tests/tor/tornet.py: COOKIE authentication, control-spec 3.5).
@@ -128,11 +97,12 @@ PY
 
 cleanup() {
     local status=$? i
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[$i]}"; done
+    # The onion service first: the tor that hosts it may belong to a gateway stopped below.
     if [[ -n $ONION_ID ]]; then
         control del "$ONION_CONTROL_PORT" "$ONION_COOKIE" "$ONION_ID" >/dev/null 2>&1 \
-            || say "DEL_ONION $ONION_ID failed (the network is stopped next anyway)"
+            || say "DEL_ONION $ONION_ID failed (its tor is stopped below anyway)"
     fi
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[$i]}"; done
     if [[ -n $TORNET ]]; then
         "$SOTTO" testnet tor down "$TORNET" 2>>"$WORK/tornet.log" || say "'sotto testnet tor down $TORNET' failed"
     fi
