@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,12 +68,23 @@ def test_a_message_in_two_segments_waits_one_period_more():
     assert got == pytest.approx(t_up + (t_up + t_down) / 2, rel=1e-4)
 
 
+def test_explicit_segment_sizes_default_to_payload_plus_header():
+    sizes = B.messages(50, 1000, 40)
+    plain = B.even_schedule(5000.0, sizes, 33, 52, 0.7, 500)
+    assert B.even_schedule(5000.0, sizes, 33, 52, 0.7, 500, up_segment=552, down_segment=85) == pytest.approx(plain)
+    # Larger segments for the same payload can only cost latency.
+    assert B.even_schedule(5000.0, sizes, 33, 52, 0.7, 500, up_segment=1100, down_segment=566) > plain
+
+
 def test_the_table_prints_for_defaults():
     out = subprocess.run([sys.executable, str(SCRIPT), "--headers", "68"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "budget 5x = 5,250 wire bytes/s" in out.stdout
     row = [line for line in out.stdout.splitlines() if line.startswith("| 68 |")]
     assert len(row) == 1 and row[0].count("ms") == 2
+    assert re.search(r"fixed 514-byte cells both ways \(484 payload bytes each.*: \d+ ms", out.stdout)
+    out = subprocess.run([sys.executable, str(SCRIPT), "--headers", "0", "--cell", "0"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "fixed" not in out.stdout
 
 
 @pytest.mark.parametrize("arguments,message", [
@@ -84,6 +96,7 @@ def test_the_table_prints_for_defaults():
     (["--reply", "0"], "--reply"),
     (["--headers", "5000"], "--headers must"),
     (["--framing", "abc"], "invalid int value"),
+    (["--cell", "100"], "--cell must"),
 ])
 def test_malformed_options_exit_2_with_a_message(arguments, message):
     out = subprocess.run([sys.executable, str(SCRIPT), *arguments], capture_output=True, text=True, timeout=60)

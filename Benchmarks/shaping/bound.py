@@ -31,6 +31,10 @@ import math
 import sys
 
 
+CELL_OVERHEAD = 30      # docs/protocol.md: 16-byte tag and 14-byte cell header
+TCP_IP_HEADER = 52      # IPv4 and TCP with timestamps, as the loopback capture sees them
+
+
 def uniform_sum_cdf(w: float, a: float, b: float) -> float:
     """P(X + Y <= w) for independent X ~ U[0, a], Y ~ U[0, b] (a, b > 0)."""
     if a > b:
@@ -72,10 +76,13 @@ def lower_bound(budget: float, sizes: list[int], reply: int, header: int, up_sha
     return median(lambda w: sum(uniform_sum_cdf(w, s, reply_span) for s in spans) / len(spans))
 
 
-def even_schedule(budget: float, sizes: list[int], reply: int, header: int, up_share: float, payload: int) -> float:
-    """Bound 2 for one split and segment payload: seconds."""
+def even_schedule(budget: float, sizes: list[int], reply: int, header: int, up_share: float, payload: int,
+                  up_segment: int | None = None, down_segment: int | None = None) -> float:
+    """Bound 2 for one split and segment payload: seconds. `up_segment` / `down_segment`: wire
+    bytes of a segment when they are not payload (or reply) + header, as with fixed cells."""
     up, down = budget * up_share, budget * (1 - up_share)
-    period_up, period_down = (payload + header) / up, (reply + header) / down
+    period_up = (up_segment or payload + header) / up
+    period_down = (down_segment or reply + header) / down
     # A message in k segments waits U[0, T] + (k - 1) T, then the reply U[0, T'].
     counts: dict[int, int] = {}
     for m in sizes:
@@ -99,6 +106,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--framing", type=int, default=40, help="CoAP + DTLS bytes per request (default 40)")
     p.add_argument("--reply", type=int, default=33, help="reply bytes with its framing (default 33)")
     p.add_argument("--factor", type=float, default=5.0, help="wire bytes per application byte (default 5)")
+    p.add_argument("--cell", type=int, default=514,
+                   help="also: fixed cells of this size both ways, as Sotto's (default 514; 0: no such row)")
     p.add_argument("--headers", default="0,16,56,68",
                    help="per-segment header bytes to tabulate, comma-separated (default 0,16,56,68)")
     args = p.parse_args(argv)
@@ -111,6 +120,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
               (0 <= args.framing <= 1000, "--framing must be 0-1000"),
               (1 <= args.reply <= 65000, "--reply must be 1-65000"),
               (0 < args.factor <= 1000, "--factor must be above 0 and at most 1000"),
+              (args.cell == 0 or 128 <= args.cell <= 16384, "--cell must be 0 or 128-16384"),
               (all(0 <= h <= 1000 for h in args.header_list), "--headers must each be 0-1000")]
     for ok, message in checks:
         if not ok:
@@ -134,6 +144,15 @@ def main(argv: list[str]) -> int:
         even = min((*best(even_schedule, budget=budget, sizes=sizes, reply=args.reply, header=header, payload=p), p)
                    for p in payloads)
         print(f"| {header} | {low * 1000:.0f} ms ({low_share:.0%}) | {even[0] * 1000:.0f} ms ({even[2]} bytes, {even[1]:.0%}) |")
+    if args.cell:
+        # Sotto's cells: cell - 16 (tag) - 14 (cell header) payload bytes each, k cells in one
+        # segment per upward slot, one cell per slot back (the reply fits), 52 bytes of TCP/IP.
+        per_cell = args.cell - CELL_OVERHEAD
+        cells = min((*best(even_schedule, budget=budget, sizes=sizes, reply=args.reply, header=0, payload=k * per_cell,
+                           up_segment=k * args.cell + TCP_IP_HEADER, down_segment=args.cell + TCP_IP_HEADER), k)
+                    for k in (1, 2, 3))
+        print(f"fixed {args.cell}-byte cells both ways ({per_cell} payload bytes each, +{TCP_IP_HEADER} bytes of TCP/IP a segment), "
+              f"evenly spaced: {cells[0] * 1000:.0f} ms ({cells[2]} cell(s) per upward slot, {cells[1]:.0%} of the budget up)")
     return 0
 
 
